@@ -1,0 +1,10 @@
+"""twistd plugin: makes ``twistd voicews`` find the daemon (no __init__.py in this folder)."""
+
+from twisted.application.service import ServiceMaker
+
+voicews = ServiceMaker(
+    "voicews",
+    "voicews.tap",
+    "Vonage Voice API WebSocket audio daemon (webhooks + call socket on one port)",
+    "voicews",
+)

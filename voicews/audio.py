@@ -1,0 +1,43 @@
+"""L16 audio facts and the sample arithmetic every processor shares."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLE_DTYPE = np.dtype("<i2")
+"""Vonage's L16: signed 16-bit little-endian mono PCM."""
+
+FRAME_SECONDS = 0.02
+RATES = (8000, 16000, 24000)
+CONTENT_TYPES = {f"audio/l16;rate={rate}": rate for rate in RATES}
+INT16_MIN, INT16_MAX = -32768, 32767
+
+
+def frame_samples(rate: int) -> int:
+    """Samples in one 20 ms frame at `rate` (160, 320, 480)."""
+    return rate // 50
+
+
+def frame_bytes(rate: int) -> int:
+    """Bytes in one 20 ms L16 frame at `rate` (320, 640, 960)."""
+    return frame_samples(rate) * SAMPLE_DTYPE.itemsize
+
+
+def parse_content_type(value: object) -> int | None:
+    """The rate of a Vonage content-type, or None when it is not one we speak.
+
+    Matching ignores case and spaces around ``;`` because proxies and SDKs differ.
+    """
+    if not isinstance(value, str):
+        return None
+    return CONTENT_TYPES.get(value.replace(" ", "").lower())
+
+
+def saturate(samples: np.ndarray) -> np.ndarray:
+    """Round and clip wider samples to int16: loud audio clips, it never wraps."""
+    return np.clip(np.rint(samples), INT16_MIN, INT16_MAX).astype(SAMPLE_DTYPE)
+
+
+def db_to_factor(db: float) -> float:
+    """Amplitude factor of a level in dB: +6 dB is x1.995."""
+    return float(10.0 ** (db / 20.0))

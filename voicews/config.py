@@ -1,0 +1,226 @@
+"""config.yaml, read with PyYAML and validated into typed objects at start.
+
+Every mistake is a :class:`ConfigError` whose message names the file, the key
+and the problem, on one line, so that the daemon can stop with exactly that.
+``${VAR}`` (or ``${VAR:-default}``) in any string value is replaced from the
+environment, so secrets stay out of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pluggy
+import yaml
+
+from voicews import plugins, typed
+from voicews.audio import parse_content_type
+from voicews.pipeline import PipelineSpec, Step
+from voicews.processor import PrepareContext
+
+ContentType = Literal["audio/l16;rate=8000", "audio/l16;rate=16000", "audio/l16;rate=24000"]
+
+
+class ConfigError(Exception):
+    """config.yaml cannot be used; the message is the one line a user needs."""
+
+
+@dataclass(frozen=True)
+class Security:
+    """Who may talk to us: signed webhooks and socket handshake authorization."""
+
+    signature_secret: str | None = None
+    websocket_auth: Literal["none", "vonage", "custom"] = "none"
+    websocket_token: str | None = None
+    metrics_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep one caller or stray client from hurting the others."""
+
+    max_calls: int = 1000
+    first_message_bytes: int = 4096
+    max_message_bytes: int = 8 * 960
+    max_body_bytes: int = 64 * 1024
+    handshake_timeout: float = 5.0
+    first_message_timeout: float = 5.0
+    idle_timeout: float = 30.0
+    max_call_seconds: float = 7200.0
+    max_lead_seconds: float = 1.0
+    max_buffer_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class RawConfig:
+    """config.yaml as written, type-checked; pipelines not yet resolved."""
+
+    listen: str = "tcp:8080:interface=127.0.0.1"
+    public_url: str | None = None
+    content_type: ContentType = "audio/l16;rate=16000"
+    greeting: str | None = None
+    pipeline_header: str = "pipeline"
+    default_pipeline: str = "echo"
+    numbers: dict[str, str] = field(default_factory=dict)
+    pipelines: dict[str, list[Any]] = field(default_factory=lambda: {"echo": ["echo"]})
+    plugins: list[str] = field(default_factory=list)
+    drain_timeout: float = 10.0
+    log_format: Literal["text", "json"] = "text"
+    security: Security = field(default_factory=Security)
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A loaded, validated config: what the running daemon uses."""
+
+    path: Path
+    raw: RawConfig
+    pipelines: dict[str, PipelineSpec]
+
+    @property
+    def rate(self) -> int:
+        rate = parse_content_type(self.raw.content_type)
+        assert rate is not None
+        return rate
+
+    def pipeline_for_number(self, to: str | None) -> str:
+        """The pipeline the answer NCCO asks for, by the called number."""
+        if to:
+            digits = to.lstrip("+")
+            for number, pipeline in self.raw.numbers.items():
+                if number.lstrip("+") == digits:
+                    return pipeline
+        return self.raw.default_pipeline
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(data: Any, key: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string value.
+
+    A value that is nothing but one reference and comes out empty becomes null,
+    so ``secret: ${SECRET:-}`` leaves the secret unset rather than empty.
+    """
+    if isinstance(data, dict):
+        return {k: expand_env(v, typed._join(key, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, typed._join(key, i)) for i, v in enumerate(data)]
+    if isinstance(data, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise typed.DataError(key, f"environment variable {name} is not set")
+
+        expanded = _ENV.sub(replace, data)
+        if expanded == "" and _ENV.fullmatch(data):
+            return None  # `key: ${UNSET:-}` means the key is not set
+        return expanded
+    return data
+
+
+def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None = None) -> Settings:
+    """Read, expand, type-check and resolve config.yaml; raise ConfigError on any problem."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{shown}: YAML error{where}: {problem}") from None
+    try:
+        raw = typed.load(RawConfig, expand_env(data or {}))
+        base_dir = path.resolve().parent
+        if pm is None:
+            pm = plugins.make_plugin_manager()
+        for i, spec in enumerate(raw.plugins):
+            try:
+                plugins.load_plugin(pm, spec, base_dir)
+            except plugins.PluginError as exc:
+                raise typed.DataError(f"plugins[{i}]", str(exc)) from None
+        try:
+            processors = plugins.collect_processors(pm)
+        except plugins.PluginError as exc:
+            raise typed.DataError("plugins", str(exc)) from None
+        pipelines = {
+            name: _resolve_pipeline(name, steps, processors, base_dir)
+            for name, steps in raw.pipelines.items()
+        }
+        _check_references(raw)
+    except typed.DataError as exc:
+        raise ConfigError(f"{shown}: {exc}") from None
+    return Settings(path=path, raw=raw, pipelines=pipelines)
+
+
+def _resolve_pipeline(
+    name: str, steps: list[Any], processors: dict[str, type], base_dir: Path
+) -> PipelineSpec:
+    key = f"pipelines.{name}"
+    if not steps:
+        raise typed.DataError(key, "a pipeline needs at least one step")
+    resolved = []
+    for i, step in enumerate(steps):
+        step_key = f"{key}[{i}]"
+        if isinstance(step, str):
+            proc_name, params = step, None
+        elif isinstance(step, dict) and len(step) == 1:
+            ((proc_name, params),) = step.items()
+        else:
+            raise typed.DataError(
+                step_key, "a step is a processor name or a one-key mapping {name: {params}}"
+            )
+        if proc_name not in processors:
+            known = ", ".join(sorted(processors))
+            raise typed.DataError(
+                step_key, f"unknown processor {proc_name!r} (known processors: {known})"
+            )
+        cls = processors[proc_name]
+        param_key = f"{step_key}.{proc_name}"
+        loaded = typed.load(cls.Params, params, param_key)
+        try:
+            prepared = cls.prepare(loaded, PrepareContext(config_dir=base_dir, key=param_key))
+        except typed.DataError:
+            raise
+        except (ValueError, OSError) as exc:
+            raise typed.DataError(param_key, str(exc)) from None
+        resolved.append(Step(name=proc_name, processor=cls, params=prepared))
+    return PipelineSpec(name=name, steps=tuple(resolved))
+
+
+def _check_references(raw: RawConfig) -> None:
+    if raw.default_pipeline not in raw.pipelines:
+        raise typed.DataError(
+            "default_pipeline", f"no pipeline named {raw.default_pipeline!r} in pipelines"
+        )
+    for number, name in raw.numbers.items():
+        if name not in raw.pipelines:
+            raise typed.DataError(f"numbers.{number}", f"no pipeline named {name!r} in pipelines")
+    if not raw.pipeline_header:
+        raise typed.DataError("pipeline_header", "must not be empty")
+    if raw.public_url is not None and not re.match(r"^(https?|wss?)://[^/\s]+", raw.public_url):
+        raise typed.DataError(
+            "public_url", f"expected http(s)://host[:port][/path], got {raw.public_url!r}"
+        )
+    sec = raw.security
+    if sec.websocket_auth == "custom" and not sec.websocket_token:
+        raise typed.DataError("security.websocket_token", "required when websocket_auth is custom")
+    if sec.websocket_auth == "vonage" and not sec.signature_secret:
+        raise typed.DataError("security.signature_secret", "required when websocket_auth is vonage")
+    for name in ("max_calls", "first_message_bytes", "max_message_bytes", "max_body_bytes"):
+        if getattr(raw.limits, name) <= 0:
+            raise typed.DataError(f"limits.{name}", "must be greater than 0")

@@ -1,0 +1,1 @@
+"""The builtin processors; each module is a plugin registered like a user's."""

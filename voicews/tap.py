@@ -1,0 +1,45 @@
+"""``twistd voicews``: options and the service maker."""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+from voicews import plugins
+from voicews.config import ConfigError, load_settings
+
+
+class Options(usage.Options):
+    synopsis = "[-c config.yaml] [-l ENDPOINT]"
+    longdesc = (
+        "Answer Vonage Voice API calls and process their audio over WebSockets. "
+        "Webhooks (/webhooks/answer, /webhooks/event, /webhooks/fallback), /health, "
+        "/metrics and the call socket (/socket) share one port."
+    )
+    optParameters = [
+        ["config", "c", "config.yaml", "Path to config.yaml."],
+        [
+            "listen", "l", None,
+            "Endpoint to listen on, overriding the config's listen "
+            "(e.g. tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem, "
+            "systemd:domain=INET:index=0).",
+        ],
+    ]
+
+
+def makeService(options: Options):  # noqa: N802 - Twisted's name
+    from twisted.internet import reactor
+
+    from voicews.runtime import Runtime
+    from voicews.service import VoicewsService
+
+    try:
+        pm = plugins.make_plugin_manager()
+        settings = load_settings(options["config"], pm)
+    except (ConfigError, plugins.PluginError) as exc:
+        sys.stderr.write(f"voicews: config error: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
+    runtime = Runtime(settings=settings, pm=pm, clock=reactor)
+    return VoicewsService(runtime, options["listen"] or settings.raw.listen, reactor)

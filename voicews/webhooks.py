@@ -1,0 +1,173 @@
+"""The HTTP side: Vonage's webhooks, health and metrics, and the door to /socket.
+
+One Klein app on the same Site as the socket.  Handlers are small: parse the
+request (400 with a reason when it is malformed, never a 500), do one thing,
+answer JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from autobahn.twisted.resource import WebSocketResource
+from klein import Klein
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from voicews import __version__, metrics
+from voicews.calls import CallBook
+from voicews.ncco import answer_ncco, fallback_ncco
+from voicews.protocol import CallFactory
+from voicews.runtime import Runtime
+
+log = Logger(namespace="voicews.webhooks")
+
+
+class BadRequest(Exception):
+    """The request cannot be understood; answered 400 (or `code`) with the reason."""
+
+    def __init__(self, reason: str, code: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+def _header(request: IRequest, name: str) -> str | None:
+    value = request.getHeader(name)
+    return value if value is None or isinstance(value, str) else value.decode("latin-1")
+
+
+def request_fields(request: IRequest) -> dict[str, Any]:
+    """The webhook's fields: the query string, then a JSON or form body on top."""
+    fields: dict[str, Any] = {}
+    try:
+        for key, values in request.args.items():
+            fields[key.decode("utf-8")] = values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("query string is not UTF-8") from None
+    if request.method != b"POST":
+        return fields
+    body = request.content.read() if request.content is not None else b""
+    if not body.strip():
+        return fields
+    ctype = (_header(request, "content-type") or "").split(";")[0].strip().lower()
+    if ctype == "application/json" or (not ctype and body.lstrip()[:1] in (b"{", b"[")):
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadRequest("JSON body must be an object")
+        fields.update(data)
+    elif ctype == "application/x-www-form-urlencoded":
+        try:
+            fields.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise BadRequest("form body is not UTF-8") from None
+    else:
+        raise BadRequest(f"unsupported content type {ctype or 'none'!r}", 415)
+    return fields
+
+
+def is_secure(request: IRequest) -> bool:
+    """Whether the caller reached us over TLS, directly or through a proxy that says so."""
+    if request.isSecure():
+        return True
+    proto = _header(request, "x-forwarded-proto") or ""
+    return proto.split(",")[0].strip().lower() in ("https", "wss")
+
+
+def _json(request: IRequest, data: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader("content-type", "application/json")
+    return json.dumps(data).encode("utf-8")
+
+
+class Webhooks:
+    """Routes for one daemon; state lives in the Runtime so reloads take effect at once."""
+
+    app = Klein()
+
+    def __init__(self, runtime: Runtime, factory: CallFactory) -> None:
+        self.runtime = runtime
+        self.socket = WebSocketResource(factory)
+
+    @app.handle_errors(BadRequest)
+    def bad_request(self, request: IRequest, failure) -> bytes:
+        exc = failure.value
+        log.warn(
+            "{method} {path} refused {code}: {reason}",
+            method=request.method.decode(), path=request.path.decode("utf-8", "replace"),
+            code=exc.code, reason=exc.reason,
+        )
+        metrics.rejected("bad_request")
+        return _json(request, {"error": exc.reason}, exc.code)
+
+    @app.route("/webhooks/answer", methods=["GET", "POST"])
+    def answer(self, request: IRequest) -> bytes:
+        call = request_fields(request)
+        settings = self.runtime.settings
+        host = _header(request, "x-forwarded-host") or _header(request, "host")
+        ncco, pipeline = answer_ncco(settings, call, host, is_secure(request))
+        uuid = call.get("uuid")
+        if isinstance(uuid, str) and uuid:
+            self.runtime.calls.open_book(
+                CallBook(
+                    uuid=uuid, conversation_uuid=call.get("conversation_uuid"),
+                    to=call.get("to"), from_=call.get("from"), pipeline=pipeline,
+                )
+            )
+        log.info(
+            "answer uuid={uuid} from={caller} to={to} pipeline={pipeline}",
+            uuid=uuid, caller=call.get("from"), to=call.get("to"), pipeline=pipeline,
+        )
+        return _json(request, ncco)
+
+    @app.route("/webhooks/event", methods=["GET", "POST"])
+    def event(self, request: IRequest) -> bytes:
+        data = request_fields(request)
+        uuid, status = data.get("uuid"), data.get("status")
+        if isinstance(uuid, str) and isinstance(status, str):
+            self.runtime.calls.update_book(uuid, status)
+        log.info(
+            "event uuid={uuid} status={status}", uuid=uuid, status=status,
+            conversation_uuid=data.get("conversation_uuid"),
+        )
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/webhooks/fallback", methods=["GET", "POST"])
+    def fallback(self, request: IRequest) -> bytes:
+        try:
+            data = request_fields(request)
+        except BadRequest:
+            data = {}
+        log.warn(
+            "fallback answer for uuid={uuid}: reason={reason}",
+            uuid=data.get("uuid"), reason=data.get("reason"),
+        )
+        return _json(request, fallback_ncco())
+
+    @app.route("/health", methods=["GET"])
+    def health(self, request: IRequest) -> bytes:
+        runtime = self.runtime
+        return _json(
+            request,
+            {
+                "status": "draining" if runtime.draining else "ok",
+                "version": __version__,
+                "active_calls": len(runtime.calls.live),
+                "pipelines": sorted(runtime.settings.pipelines),
+            },
+        )
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics_page(self, request: IRequest) -> bytes:
+        request.setHeader("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        return metrics.render()
+
+    @app.route("/socket", methods=["GET"])
+    def socket_route(self, request: IRequest):
+        return self.socket
