@@ -44,7 +44,10 @@ class Daemon:
         else:
             self.config_path.write_text(config)
         self.log_path = workdir / f"twistd-{self.port}.log"
-        self.env = {**os.environ, **(env or {})}
+        # The source tree first, so a developer's edits run without a reinstall; CI installs
+        # the package non-editably, and test_packaging checks the installed plugin alone.
+        pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
         self.listen = listen or f"tcp:{self.port}:interface=127.0.0.1"
         self.args = args or []
         self.proc: subprocess.Popen | None = None
