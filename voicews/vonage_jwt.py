@@ -57,7 +57,6 @@ def verify_token(token: str, secret: str, body: bytes | None = None) -> dict:
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
-    if body:
-        if claims.get("payload_hash") != body_hash(body):
-            raise InvalidToken("payload_hash does not match the body")
+    if body and claims.get("payload_hash") != body_hash(body):
+        raise InvalidToken("payload_hash does not match the body")
     return claims
