@@ -26,11 +26,16 @@ class Framer:
 
     def push(self, audio: np.ndarray) -> list[bytes]:
         """Add samples; return every whole frame now available, as bytes."""
+        n = self.samples
+        if (
+            type(audio) is np.ndarray and audio.dtype == SAMPLE_DTYPE and audio.size == n
+            and not len(self._pending)
+        ):
+            return [audio.tobytes()]  # the usual case: one whole frame in, one frame out
         audio = np.asarray(audio)
         if audio.dtype != SAMPLE_DTYPE:
             audio = saturate(audio)
         audio = audio.reshape(-1)
-        n = self.samples
         if not len(self._pending) and len(audio) == n:
             return [audio.tobytes()]
         if len(self._pending):

@@ -8,8 +8,10 @@ with a meaningful code and one log line.
 
 from __future__ import annotations
 
+import numpy as np
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
+from twisted.internet import tcp
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,6 +34,31 @@ from voicews.session import CallInfo, Session
 
 log = Logger(namespace="voicews.call")
 
+_U32 = np.dtype("<u4")
+_BINARY_FIN = 0x82  # FIN + opcode 2: a whole, unfragmented binary message
+
+
+def _frame_header(opcode_byte: int, length: int) -> bytes:
+    """An unmasked server frame header for a payload of `length` bytes."""
+    if length < 126:
+        return bytes((opcode_byte, length))
+    if length < 65536:
+        return bytes((opcode_byte, 126)) + length.to_bytes(2, "big")
+    return bytes((opcode_byte, 127)) + length.to_bytes(8, "big")
+
+
+def _unmask(buf: bytes, start: int, end: int) -> bytes:
+    """The payload buf[start:end] XOR the 4-byte mask just before it (RFC 6455 5.3)."""
+    length = end - start
+    if not length & 3:  # every L16 frame: 320, 640 or 960 bytes
+        return (
+            np.frombuffer(buf, _U32, length >> 2, start) ^ np.frombuffer(buf, _U32, 1, start - 4)
+        ).tobytes()
+    key = buf[start - 4 : start] * (length // 4 + 1)
+    return (
+        int.from_bytes(buf[start:end], "little") ^ int.from_bytes(key[:length], "little")
+    ).to_bytes(length, "little")
+
 
 class CallProtocol(WebSocketServerProtocol):
     """One Vonage call's socket."""
@@ -44,12 +71,27 @@ class CallProtocol(WebSocketServerProtocol):
     _opened_at = 0.0
     _peer = "?"
     _ended = False
+    _fast = False
+    _audio_header = b""
+    _socket = None
 
     def onConnect(self, request):  # noqa: N802 - autobahn's name
         self._peer = request.peer
         return None
 
     def onOpen(self):  # noqa: N802
+        # The fast path below handles only what autobahn would do with no extension, no
+        # frame logging and default masking rules; anything else keeps autobahn's own path.
+        self._fast = (
+            self._perMessageCompress is None
+            and not self.logOctets
+            and not self.logFrames
+            and not self.trackTimings
+            and self.applyMask
+        )
+        transport = self.transport
+        if self._fast and isinstance(transport, tcp.Connection) and not transport.TLS:
+            self._socket = transport.socket
         runtime = self.factory.runtime
         self._opened_at = runtime.clock.seconds()
         runtime.calls.live.add(self)
@@ -60,6 +102,75 @@ class CallProtocol(WebSocketServerProtocol):
     def _no_first_message(self, timeout: float) -> None:
         self._first_timer = None
         self.end(CLOSE_POLICY, f"no first message within {timeout:g} s", "rejected")
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        """Deliver whole masked binary frames straight to onMessage; the rest to autobahn.
+
+        A call is 50 small binary messages a second, each in one frame, and autobahn's
+        general path (frame/message begin-data-end callbacks, a masker object, an
+        observer Future and debug-log arguments per message) costs several times the
+        work itself.  Here each complete, final, masked binary frame within the size
+        limits is unmasked with numpy and handed to ``onMessage``.  Anything else (text,
+        control frames, fragments, unmasked or oversized frames, a state other than
+        open) is left in ``self.data`` for autobahn's ``consumeData``, so pings, the
+        close handshake, fragmentation and every protocol error behave exactly as
+        autobahn makes them behave.  tests/test_protocol_wire.py checks that.
+        """
+        if not self._fast or self.state != self.STATE_OPEN or self.current_frame is not None:
+            self._dataReceived(data)
+            return
+        buf = self.data + data if self.data else data
+        n = len(buf)
+        pos = 0
+        frames = 0
+        octets = 0
+        handoff = False
+        limit = self.maxFramePayloadSize
+        message_limit = self.maxMessagePayloadSize
+        while n - pos >= 2:
+            b1 = buf[pos + 1]
+            if buf[pos] != _BINARY_FIN or b1 < 0x80 or self.inside_message:
+                handoff = True
+                break
+            length = b1 & 0x7F
+            if length < 126:
+                start = pos + 6
+            elif length == 126:
+                if n - pos < 4:
+                    break
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                if length < 126:
+                    handoff = True  # not minimally encoded: autobahn fails the connection
+                    break
+                start = pos + 8
+            else:
+                handoff = True
+                break
+            if (0 < limit < length) or (0 < message_limit < length):
+                handoff = True
+                break
+            end = start + length
+            if end > n:
+                break  # the rest of this frame is still on its way
+            payload = _unmask(buf, start, end) if length else b""
+            pos = end
+            frames += 1
+            octets += length
+            self.onMessage(payload, True)
+            if self.state != self.STATE_OPEN:
+                handoff = True
+                break
+        stats = self.trafficStats
+        stats.incomingOctetsWireLevel += len(data)
+        stats.incomingOctetsWebSocketLevel += octets
+        stats.incomingOctetsAppLevel += octets
+        stats.incomingWebSocketFrames += frames
+        stats.incomingWebSocketMessages += frames
+        if frames and self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+            self._cancelAutoPingTimeoutCall()
+        self.data = buf[pos:] if pos < n else b""
+        if handoff and self.data:
+            self.consumeData()
 
     def onMessage(self, payload: bytes, isBinary: bool):  # noqa: N802, N803
         if self._ended:
@@ -120,6 +231,7 @@ class CallProtocol(WebSocketServerProtocol):
             max_queue=max(1, int(limits.max_buffer_seconds * 50)),
         )
         self._frame_bytes = info.frame_bytes
+        self._audio_header = _frame_header(_BINARY_FIN, info.frame_bytes)
         try:
             self.session = Session(info, spec, sender)
         except Exception:
@@ -161,8 +273,33 @@ class CallProtocol(WebSocketServerProtocol):
         self.end(CLOSE_INTERNAL_ERROR, f"processor error in pipeline {pipeline}", "error")
 
     def _send_audio(self, frame: bytes) -> None:
-        self.sendMessage(frame, isBinary=True)
-        metrics.FRAMES_OUT.inc()
+        # Every frame is exactly one L16 frame (the framer sees to it), so its header is
+        # fixed per call: one write instead of autobahn's sendMessage/sendFrame/sendData.
+        if not (self._fast and self.state == self.STATE_OPEN and len(frame) == self._frame_bytes):
+            self.sendMessage(frame, isBinary=True)
+            return
+        data = self._audio_header + frame
+        transport = self.transport
+        sock = self._socket
+        # Twisted's write() buffers and registers the socket for writability, then sends on
+        # the next reactor turn and unregisters it: two epoll_ctl calls and a wake-up per
+        # frame.  When nothing is buffered, sending now is what that turn would do (asyncio
+        # does the same); whatever the kernel does not take goes through write() as usual.
+        if (
+            sock is not None
+            and not transport.dataBuffer
+            and not transport._tempDataBuffer
+            and transport.connected
+            and not transport.disconnecting
+        ):
+            try:
+                sent = sock.send(data)
+            except OSError:
+                sent = 0  # EAGAIN, or an error write() will meet and report as usual
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def _send_text(self, message: str) -> None:
         self.sendMessage(message.encode("utf-8"), isBinary=False)
@@ -212,6 +349,8 @@ class CallProtocol(WebSocketServerProtocol):
         info = session.info
         duration = runtime.clock.seconds() - self._opened_at
         metrics.CALLS.labels(pipeline=info.pipeline, outcome=self.outcome).inc()
+        metrics.FRAMES_IN.call_ended(session.frames_in)
+        metrics.FRAMES_OUT.call_ended(session.frames_out)
         metrics.FRAMES_DROPPED.inc(session.sender.frames_dropped)
         log.info(
             "call ended uuid={uuid} pipeline={pipeline} outcome={outcome} "

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from voicews import metrics
 from voicews.config import ConfigError, load_settings
 from voicews.protocol import CallFactory
 from voicews.runtime import Runtime
@@ -31,6 +32,7 @@ class VoicewsService(service.Service):
         self.listen = listen
         self.reactor = reactor
         self.factory = CallFactory(runtime)
+        metrics.watch_calls(runtime.calls)
         self.webhooks = Webhooks(runtime, self.factory)
         self.site = Site(self.webhooks.app.resource())
         self.site.displayTracebacks = False

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voicews import Processor, hookimpl
-from voicews.audio import db_to_factor, saturate
+from voicews.audio import SAMPLE_DTYPE, db_to_factor, saturate
 
 
 @dataclass(frozen=True)
@@ -16,20 +16,43 @@ class GainParams:
     """Level change in dB; may be negative.  +6 dB is x1.995."""
 
 
+@dataclass(frozen=True)
+class GainTable:
+    """The factor, and its result for every int16 sample: computed once per config load.
+
+    Scaling a 20 ms frame with numpy arithmetic is four or five array operations
+    (multiply, round, clip, convert), each with a microsecond of call overhead; one
+    lookup in a 65,536-entry table (128 KB, shared by every call of the pipeline)
+    gives the same rounded, saturated samples in one operation.
+    """
+
+    factor: float
+    table: np.ndarray  # indexed by a sample's raw uint16 bits
+
+    @classmethod
+    def for_factor(cls, factor: float) -> GainTable:
+        samples = np.arange(-32768, 32768, dtype=np.float64)
+        table = np.roll(saturate(samples * factor), -32768)
+        table.flags.writeable = False
+        return cls(factor, table)
+
+
 class Gain(Processor):
     name = "gain"
     Params = GainParams
 
     @classmethod
-    def prepare(cls, params: GainParams, context) -> float:
+    def prepare(cls, params: GainParams, context) -> GainTable:
         if not -96.0 <= params.db <= 96.0:
             raise ValueError(f"db must be between -96 and 96, got {params.db}")
-        return db_to_factor(params.db)
+        return GainTable.for_factor(db_to_factor(params.db))
 
     def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
         if outbound is None:
             return None
-        return saturate(outbound * self.params)
+        if outbound.dtype == SAMPLE_DTYPE:
+            return self.params.table.take(outbound.view(np.uint16))
+        return saturate(outbound * self.params.factor)
 
 
 @hookimpl

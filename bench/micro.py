@@ -1,0 +1,140 @@
+"""In-process microbenchmark of the socket hot path: CPU per frame without the network.
+
+The full benchmark (run.py) measures whole processes on loopback, which on a
+shared 2-core machine is noisy.  This drives one real CallProtocol (the real
+factory, config, session, pipeline and sender) through an in-memory transport:
+the handshake, the Vonage first message, then `--frames` masked binary frames,
+and reports process CPU µs per frame.  Stable enough to compare one code change.
+
+    .venv/bin/python bench/micro.py --frames 200000 [--pipeline gain] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+from load import client_frame, test_payload  # noqa: E402
+
+
+class NullTransport:
+    """Enough of ITCPTransport for the protocol; counts what it is given."""
+
+    disconnecting = False
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self.writes += 1
+
+    def writeSequence(self, seq) -> None:  # noqa: N802
+        for data in seq:
+            self.write(data)
+
+    def getPeer(self):  # noqa: N802
+        from twisted.internet.address import IPv4Address
+
+        return IPv4Address("TCP", "127.0.0.1", 40000)
+
+    def getHost(self):  # noqa: N802
+        from twisted.internet.address import IPv4Address
+
+        return IPv4Address("TCP", "127.0.0.1", 8080)
+
+    def setTcpNoDelay(self, enabled) -> None:  # noqa: N802
+        pass
+
+    def loseConnection(self) -> None:
+        pass
+
+    def abortConnection(self) -> None:
+        pass
+
+    def registerProducer(self, producer, streaming) -> None:  # noqa: N802
+        pass
+
+    def unregisterProducer(self) -> None:  # noqa: N802
+        pass
+
+
+def make_protocol(pipeline: str):
+    from twisted.internet import reactor
+
+    from voicews import plugins
+    from voicews.config import load_settings
+    from voicews.protocol import CallFactory
+    from voicews.runtime import Runtime
+
+    workdir = Path(tempfile.mkdtemp(prefix="voicews-micro-"))
+    config = workdir / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "pipelines": {"echo": ["echo"], "gain": ["echo", {"gain": {"db": 6}}]},
+        "limits": {"max_lead_seconds": 1e9, "idle_timeout": 1e6},
+    }))
+    pm = plugins.make_plugin_manager()
+    runtime = Runtime(settings=load_settings(config, pm), pm=pm, clock=reactor)
+    factory = CallFactory(runtime)
+    from twisted.internet.address import IPv4Address
+
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = NullTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(
+        b"GET /socket HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    first = {"event": "websocket:connected", "content-type": "audio/l16;rate=16000",
+             "pipeline": pipeline}
+    proto.dataReceived(client_frame(1, json.dumps(first).encode()))
+    assert proto.session is not None, "the first message was not accepted"
+    return proto, transport
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=200_000)
+    p.add_argument("--pipeline", default="echo")
+    p.add_argument("--batch", type=int, default=1, help="frames per dataReceived call")
+    p.add_argument("--profile", action="store_true", help="print a cProfile of the frame loop")
+    args = p.parse_args(argv)
+    proto, transport = make_protocol(args.pipeline)
+    frame = client_frame(2, test_payload(320))
+    chunk = frame * args.batch
+    rounds = args.frames // args.batch
+    feed = proto.dataReceived
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
+    before, writes0 = time.process_time(), transport.writes
+    for _ in range(rounds):
+        feed(chunk)
+    spent = time.process_time() - before
+    if profiler:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    frames = rounds * args.batch
+    out = transport.writes - writes0
+    assert proto.session.frames_in >= frames and out >= frames, (proto.session.frames_in, out)
+    print(json.dumps({"pipeline": args.pipeline, "frames": frames,
+                      "us_per_frame": round(1e6 * spent / frames, 2)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

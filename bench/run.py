@@ -1,0 +1,292 @@
+"""Benchmark voicews against a plain `websockets` echo server, at growing call counts.
+
+For every call count and every target (voicews with the echo, echo+gain and,
+when that processor is registered, file-inject pipelines; the reference peer),
+it starts a fresh server process on loopback, measures its start-up time to
+listening, runs bench/load.py as a separate process (paced 20 ms calls, the
+Vonage first message), and collects server CPU per echoed frame (from
+/proc/<pid>/stat over the steady window), latency, losses and RSS.
+
+    .venv/bin/python bench/run.py --calls 50,100,200,400 --seconds 20
+
+Writes bench/results/bench-<time>.json and .png (and latest.json/png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PY = sys.executable
+TWISTD = str(Path(PY).with_name("twistd"))
+
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def available_processors() -> set[str]:
+    from voicews import plugins
+
+    return set(plugins.collect_processors(plugins.make_plugin_manager()))
+
+
+def write_tone(path: Path, rate: int = 16000, seconds: float = 2.0) -> None:
+    """A 440 Hz tone for the file-inject pipeline (the bench makes its own input)."""
+    import numpy as np
+    import soundfile
+
+    t = np.arange(int(rate * seconds)) / rate
+    soundfile.write(str(path), (0.2 * np.sin(2 * np.pi * 440 * t)).astype("float32"), rate,
+                    subtype="PCM_16")
+
+
+def bench_config(workdir: Path, pipelines: dict, max_calls: int) -> Path:
+    config = {
+        "content_type": "audio/l16;rate=16000",
+        "default_pipeline": "echo",
+        "pipelines": pipelines,
+        # A long lead: a stall from a noisy machine must not turn into a permanent 1 s hold
+        # (the paced sender doing its job) that would hide the server's own latency.
+        "limits": {"max_calls": max_calls + 10, "idle_timeout": 600, "max_lead_seconds": 60},
+    }
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Server:
+    """A server process we started; stopped by its PID."""
+
+    def __init__(self, name: str, command: list[str], port: int, workdir: Path,
+                 env: dict | None = None) -> None:
+        self.name = name
+        self.port = port
+        self.log_path = workdir / f"{name.replace(':', '-')}-{port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(command, cwd=workdir, env={**os.environ, **(env or {})},
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.startup_seconds = self._wait_listening()
+
+    def _wait_listening(self, timeout: float = 20.0) -> float:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}: "
+                                   f"{self.log_path.read_text(errors='replace')}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return time.perf_counter() - self.started
+            except OSError:
+                time.sleep(0.005)
+        raise RuntimeError(f"{self.name} did not listen within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def start_target(target: str, workdir: Path, config: Path) -> Server:
+    port = free_port()
+    if target == "peer":
+        return Server(target, [PY, str(BENCH / "peer.py"), "--port", str(port)], port, workdir)
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return Server(
+        target,
+        [TWISTD, "-n", "--pidfile=", "voicews", "-c", str(config),
+         "--listen", f"tcp:{port}:interface=127.0.0.1"],
+        port, workdir, env={"PYTHONPATH": pythonpath},
+    )
+
+
+def run_load(server: Server, calls: int, pipeline: str, args, check_echo: bool) -> dict:
+    command = [
+        PY, str(BENCH / "load.py"), "--port", str(server.port), "--calls", str(calls),
+        "--pipeline", pipeline, "--server-pid", str(server.proc.pid),
+        "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--idle", str(args.idle),
+    ]
+    if check_echo:
+        command.append("--check-echo")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 120)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import autobahn
+    import websockets
+
+    import twisted
+
+    return {
+        "cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+        "platform": platform.platform(), "twisted": twisted.__version__,
+        "autobahn": autobahn.__version__, "websockets": websockets.__version__,
+    }
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """Per call count: each voicews target's figures as ratios to the peer's."""
+    rows = []
+    for calls in sorted({r["calls"] for r in results}):
+        peer = next((r for r in results
+                     if r["calls"] == calls and r["target"].startswith("peer")), None)
+        for r in results:
+            if r["calls"] != calls or r["target"].startswith("peer") or peer is None:
+                continue
+            ratio = {}
+            for key in ("server_us_per_frame", "rss_per_call_kb", "startup_seconds"):
+                if r.get(key) and peer.get(key):
+                    ratio[key] = round(r[key] / peer[key], 3)
+            p99, peer_p99 = r["latency_ms"]["p99"], peer["latency_ms"]["p99"]
+            if p99 and peer_p99:
+                ratio["latency_p99"] = round(p99 / peer_p99, 3)
+            rows.append({"calls": calls, "target": r["target"], "vs_peer": ratio})
+    return rows
+
+
+def print_table(results: list[dict], ratios: list[dict]) -> None:
+    head = (f"{'target':<22}{'calls':>6}{'us/frame':>10}{'calls/core':>11}{'p50ms':>8}"
+            f"{'p99ms':>8}{'maxms':>8}{'lost':>6}{'wrong':>6}{'KB/call':>9}{'idleKB':>8}"
+            f"{'start s':>8}{'client%':>8}{'pace99':>8}{'vs peer':>8}")
+    print(head)
+    ratio_of = {(r["calls"], r["target"]): r["vs_peer"] for r in ratios}
+    for r in sorted(results, key=lambda r: (r["calls"], r["target"])):
+        lat = r["latency_ms"]
+        vs = ratio_of.get((r["calls"], r["target"]), {}).get("server_us_per_frame")
+        print(
+            f"{r['target']:<22}{r['calls']:>6}{r['server_us_per_frame'] or 0:>10.1f}"
+            f"{r['calls_per_core'] or 0:>11}{lat['p50'] or 0:>8.2f}{lat['p99'] or 0:>8.2f}"
+            f"{lat['max'] or 0:>8.1f}{r['frames_lost']:>6}"
+            f"{r['wrong_size_frames'] + r['wrong_content_frames']:>6}"
+            f"{r['rss_per_call_kb']:>9.1f}{r['rss_per_idle_call_kb']:>8.1f}"
+            f"{r['startup_seconds']:>8.2f}{r['client_cpu_percent']:>8.1f}"
+            f"{r['client_pacing_ms']['p99'] or 0:>8.2f}{'' if vs is None else f'{vs:.2f}x':>8}"
+        )
+
+
+def plot(results: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install '.[bench]'): no plot", file=sys.stderr)
+        return False
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for target in sorted({r["target"] for r in results}):
+        rows = sorted((r for r in results if r["target"] == target), key=lambda r: r["calls"])
+        calls = [r["calls"] for r in rows]
+        ax1.plot(calls, [r["server_us_per_frame"] for r in rows], marker="o", label=target)
+        ax2.plot(calls, [r["latency_ms"]["p99"] for r in rows], marker="o", label=target)
+    ax1.set(xlabel="concurrent calls", ylabel="server CPU µs per echoed frame",
+            title="CPU per frame")
+    ax2.set(xlabel="concurrent calls", ylabel="echo latency p99 (ms)", title="p99 latency")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="voicews benchmark")
+    p.add_argument("--calls", default="50,100,200,400", help="comma-separated call counts")
+    p.add_argument("--seconds", type=float, default=20.0, help="steady measuring window")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--idle", type=float, default=1.0, help="idle seconds for the idle-RSS figure")
+    p.add_argument("--targets", default="echo,gain,file-inject,peer",
+                   help="voicews pipelines to run, and `peer` for the websockets reference")
+    p.add_argument("--out", default=str(BENCH / "results"), help="folder for JSON and PNG")
+    args = p.parse_args(argv)
+    counts = [int(c) for c in args.calls.split(",") if c.strip()]
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+
+    notes = []
+    processors = available_processors()
+    pipelines = {"echo": ["echo"], "gain": ["echo", {"gain": {"db": 6}}]}
+    workdir = Path(tempfile.mkdtemp(prefix="voicews-bench-"))
+    if "file-inject" in processors:
+        write_tone(workdir / "tone.wav")
+        pipelines["file-inject"] = [
+            "echo", {"file-inject": {"path": "tone.wav", "mode": "mix", "loop": True}},
+        ]
+    elif "file-inject" in wanted:
+        notes.append("file-inject is not a registered processor here: its pipeline was skipped")
+        print(f"note: {notes[-1]}", file=sys.stderr)
+    targets = [t for t in wanted if t == "peer" or t in pipelines]
+    config = bench_config(workdir, pipelines, max(counts))
+
+    results = []
+    for calls in counts:
+        for target in targets:
+            server = start_target(target if target == "peer" else "voicews", workdir, config)
+            try:
+                label = "peer (websockets)" if target == "peer" else f"voicews:{target}"
+                print(f"{label}: {calls} calls ...", file=sys.stderr, flush=True)
+                r = run_load(server, calls, "echo" if target == "peer" else target, args,
+                             check_echo=target in ("echo", "peer"))
+            finally:
+                server.stop()
+            r["target"] = label
+            r["startup_seconds"] = round(server.startup_seconds, 3)
+            results.append(r)
+
+    ratios = summarise(results)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report = {
+        "when": stamp, "machine": machine(), "seconds": args.seconds, "calls": counts,
+        "notes": notes, "results": results, "vs_peer": ratios,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        (out / name).write_text(json.dumps(report, indent=2) + "\n")
+    print_table(results, ratios)
+    if plot(results, out / f"bench-{stamp}.png"):
+        (out / "latest.png").write_bytes((out / f"bench-{stamp}.png").read_bytes())
+    print(f"results: {out / f'bench-{stamp}.json'}")
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
