@@ -107,6 +107,18 @@ def test_malformed_bodies_are_400_with_a_reason_never_500(daemon):
             status, _, raw = daemon.request(path, data=body, headers={"Content-Type": ctype})
             assert status == code, (path, body, raw)
             assert reason in json.loads(raw)["error"]
+    status, _, raw = daemon.request(
+        "/webhooks/answer", data=b'{"to": {"number": 1}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert (status, json.loads(raw)["error"]) == (400, "field 'to' must be a string")
+    status, _, raw = daemon.request(
+        "/webhooks/answer", data=b'{"to": 447700900000, "uuid": 7}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 200
+    assert json.loads(raw)[0]["endpoint"][0]["headers"]["to"] == "447700900000"
+    assert "Traceback" not in daemon.log()
     assert daemon.get_json("/health")["status"] == "ok"
 
 

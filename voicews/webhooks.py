@@ -71,6 +71,18 @@ def request_fields(request: IRequest) -> dict[str, Any]:
     return fields
 
 
+def call_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """The call identifiers as strings; an object or list where Vonage sends text is a 400."""
+    call = {}
+    for key in ("uuid", "conversation_uuid", "from", "to"):
+        value = fields.get(key)
+        if isinstance(value, (dict, list)):
+            raise BadRequest(f"field {key!r} must be a string")
+        if value is not None and value != "":
+            call[key] = str(value)
+    return call
+
+
 def is_secure(request: IRequest) -> bool:
     """Whether the caller reached us over TLS, directly or through a proxy that says so."""
     if request.isSecure():
@@ -107,12 +119,12 @@ class Webhooks:
 
     @app.route("/webhooks/answer", methods=["GET", "POST"])
     def answer(self, request: IRequest) -> bytes:
-        call = request_fields(request)
+        call = call_fields(request_fields(request))
         settings = self.runtime.settings
         host = _header(request, "x-forwarded-host") or _header(request, "host")
         ncco, pipeline = answer_ncco(settings, call, host, is_secure(request))
         uuid = call.get("uuid")
-        if isinstance(uuid, str) and uuid:
+        if uuid:
             self.runtime.calls.open_book(
                 CallBook(
                     uuid=uuid, conversation_uuid=call.get("conversation_uuid"),
