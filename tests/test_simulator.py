@@ -294,3 +294,14 @@ def test_console_script_help_from_the_installed_venv():
     for option in ("--play", "--record", "--dtmf", "--calls", "--fast", "--signature-secret",
                    "--ws-host", "--event-url", "--method", "--seconds"):
         assert option in proc.stdout
+
+
+def test_ws_host_reaches_a_daemon_behind_a_public_name(start_daemon):
+    """The NCCO names wss://voice.example.com; --ws-host points the call at loopback instead."""
+    daemon = start_daemon(base_config(public_url="https://voice.example.com"))
+    result = simulate(CallSpec(answer_url=daemon.base + "/webhooks/answer",
+                               ws_host=f"ws://127.0.0.1:{daemon.port}", seconds=0.2, fast=True))
+    assert result.ok, result.error
+    assert result.ncco[-1]["endpoint"][0]["uri"] == "wss://voice.example.com/socket"
+    assert result.uri == daemon.ws
+    assert {w.url for w in result.webhooks} == {daemon.base + "/webhooks/event"}

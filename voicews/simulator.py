@@ -22,12 +22,14 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid as uuidlib
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -614,7 +616,7 @@ async def _open_socket(spec: CallSpec, result: CallResult, uri: str, content_typ
     result.uri, result.content_type, result.rate = uri, content_type, rate
     extra = {"Authorization": authorization} if authorization else {}
     options: dict[str, Any] = {}
-    if _PROXY_KWARG and _is_loopback(uri.replace("ws", "http", 1)):
+    if _PROXY_KWARG and _is_loopback(uri):
         options["proxy"] = None
     try:
         ws = await connect(
@@ -792,7 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=["GET", "POST"], default="GET", type=str.upper,
                         help="answer request method (POST sends a JSON body)")
     parser.add_argument("--signature-secret", metavar="SECRET",
-                        help="sign webhooks and a 'vonage' socket handshake with this secret")
+                        default=os.environ.get("VONAGE_SIGNATURE_SECRET") or None,
+                        help="sign webhooks and a 'vonage' socket handshake with this secret "
+                        "(default: $VONAGE_SIGNATURE_SECRET, as the daemon reads it)")
     parser.add_argument("--event-url", metavar="URL",
                         help="post event webhooks here instead of the NCCO's eventUrl")
     parser.add_argument("--ws-host", metavar="HOST",
@@ -820,6 +824,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``voicews-call`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # PyJWT warns about short HMAC keys; the secret is whatever the daemon was given.
+    warnings.filterwarnings("ignore", message="The HMAC key is")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     play, play_rate = None, 16000
@@ -843,7 +849,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for i in range(1, args.calls + 1)
     ]
-    results = asyncio.run(simulate_calls(specs))
+    try:
+        results = asyncio.run(simulate_calls(specs))
+    except KeyboardInterrupt:
+        print("voicews-call: interrupted", file=sys.stderr)
+        return 130
     for i, result in enumerate(results, 1):
         if args.record and result.rate:
             path = _record_path(args.record, i, args.calls)
