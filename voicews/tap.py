@@ -41,5 +41,11 @@ def makeService(options: Options):  # noqa: N802 - Twisted's name
         sys.stderr.write(f"voicews: config error: {exc}\n")
         sys.stderr.flush()
         raise SystemExit(2) from None
+    from voicews.logs import observer_for
+
     runtime = Runtime(settings=settings, pm=pm, clock=reactor)
-    return VoicewsService(runtime, options["listen"] or settings.raw.listen, reactor)
+    # twistd's own options (--logfile, --nodaemon) are the parent of ours.
+    observer = observer_for(settings.raw.log_format, getattr(options, "parent", None))
+    return VoicewsService(
+        runtime, options["listen"] or settings.raw.listen, reactor, log_observer=observer
+    )
