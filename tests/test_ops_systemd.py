@@ -78,6 +78,7 @@ class ActivatedDaemon(Daemon):
 
 
 def test_socket_activated_daemon_serves_calls(tmp_path):
+    needs("systemd-socket-activate")
     daemon = ActivatedDaemon(tmp_path, base_config(), listen=SYSTEMD_LISTEN)
     try:
         # systemd-socket-activate starts twistd on the first connection: /health.
