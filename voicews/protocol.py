@@ -44,6 +44,7 @@ class CallProtocol(WebSocketServerProtocol):
     _opened_at = 0.0
     _peer = "?"
     _ended = False
+    _close_reason = ""
 
     def onConnect(self, request):  # noqa: N802 - autobahn's name
         self._peer = request.peer
@@ -177,6 +178,7 @@ class CallProtocol(WebSocketServerProtocol):
                 outcome=outcome,
             )
         self.outcome = outcome
+        self._close_reason = reason
         self._ended = True
         self._finish_session()
         if self.state == self.STATE_OPEN:
@@ -220,6 +222,7 @@ class CallProtocol(WebSocketServerProtocol):
             uuid=info.uuid, pipeline=info.pipeline, outcome=self.outcome, duration=duration,
             frames_in=session.frames_in, frames_out=session.frames_out,
             frames_dropped=session.sender.frames_dropped, code=code, event="call_ended",
+            reason=self._close_reason or reason or "",
         )
 
 

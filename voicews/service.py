@@ -12,7 +12,8 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.web.server import Site
 
 from voicews.config import ConfigError, load_settings
@@ -22,12 +23,16 @@ from voicews.webhooks import Webhooks
 
 log = Logger(namespace="voicews.service")
 
+# Seconds dropped calls get to report their end once drain_timeout has passed.
+DROP_GRACE = 1.0
+
 
 class VoicewsService(service.Service):
     """One port, one process: webhooks and the call socket on one Site."""
 
-    def __init__(self, runtime: Runtime, listen: str, reactor) -> None:
+    def __init__(self, runtime: Runtime, listen: str, reactor, log_observer=None) -> None:
         self.runtime = runtime
+        self.log_observer = log_observer
         self.listen = listen
         self.reactor = reactor
         self.factory = CallFactory(runtime)
@@ -36,6 +41,13 @@ class VoicewsService(service.Service):
         self.site.displayTracebacks = False
         self.port: IListeningPort | None = None
         self._previous_hup = None
+
+    def setServiceParent(self, parent) -> None:  # noqa: N802
+        # twistd asks the application for an ILogObserver before it starts logging
+        # (unless --logger was given); this is how `log_format: json` takes over.
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -96,21 +108,27 @@ class VoicewsService(service.Service):
             self.reactor._exitSignal = None
 
     def _wait_for_calls(self, timeout: float) -> defer.Deferred:
+        """Fire once every live call has closed, dropping the rest at `timeout`.
+
+        After a drop it still waits (briefly) for the dropped calls' onClose, so
+        each call's "call ended" line is logged before the reactor stops.
+        """
         d = defer.Deferred()
         deadline = self.reactor.seconds() + timeout
+        dropped = False
 
         def check() -> None:
-            if not self.runtime.calls.live:
+            nonlocal dropped
+            live = self.runtime.calls.live
+            if not live or self.reactor.seconds() >= deadline + DROP_GRACE:
                 d.callback(None)
-            elif self.reactor.seconds() >= deadline:
-                log.warn(
-                    "drain timeout: dropping {count} calls", count=len(self.runtime.calls.live)
-                )
-                for call in list(self.runtime.calls.live):
+                return
+            if not dropped and self.reactor.seconds() >= deadline:
+                dropped = True
+                log.warn("drain timeout: dropping {count} calls", count=len(live))
+                for call in list(live):
                     call.dropConnection(abort=True)
-                d.callback(None)
-            else:
-                self.reactor.callLater(0.05, check)
+            self.reactor.callLater(0.05, check)
 
         check()
         return d
