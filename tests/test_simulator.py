@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, base_config
 from websockets.asyncio.server import serve
 
 from voicews.simulator import CallSpec, main, simulate, simulate_call, simulate_socket
 from voicews.vonage_jwt import bearer, verify_token
 from voicews.wavio import load_audio, read_wav, tone, write_wav
+
+from conftest import REPO, base_config
 
 SECRET = "sim-test-secret-of-at-least-32-bytes"
 
