@@ -50,7 +50,7 @@ def test_ssl_endpoint_serves_https_webhooks_and_wss_calls(start_daemon, tmp_path
     ) as resp:
         ncco = json.load(resp)
     assert ncco[0]["endpoint"][0]["uri"] == f"wss://127.0.0.1:{port}/socket"
-    frames = random_frames(24000, 50)
+    frames = random_frames(50, rate=24000)
     with connect(f"wss://127.0.0.1:{port}/socket", ssl=context) as ws:
         ws.send(first_message(24000))
         for frame in frames:

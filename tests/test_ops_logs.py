@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import base_config
-from ops_calls import LiveCall, echo_call, random_frames
+from wire import LiveCall, echo_call, random_frames
 
 
 def test_text_log_has_one_line_at_start_and_end_of_a_call(start_daemon):

@@ -17,8 +17,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+
 from conftest import REPO, base_config, free_port
-from ops_calls import LiveCall, random_frames
+from wire import LiveCall, random_frames
 
 EXAMPLE = REPO / "deploy" / "nginx.conf"
 

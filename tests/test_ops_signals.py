@@ -6,8 +6,9 @@ import signal
 
 import numpy as np
 import yaml
+
 from conftest import base_config
-from ops_calls import LiveCall, RudeCall, echo_call, random_frames
+from wire import LiveCall, RudeCall, echo_call, random_frames
 
 # A processor plugin that is not built in: it turns the caller's audio upside down.
 INVERT_PLUGIN = '''

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, TWISTD, Daemon, base_config
-from ops_calls import echo_call
+from wire import echo_call
 
 UNITS = REPO / "systemd"
 SYSTEMD_LISTEN = "systemd:domain=INET:index=0"
