@@ -21,6 +21,8 @@ from voicews.processor import Processor
 BUILTIN_PLUGINS = (
     "voicews.processors.echo",
     "voicews.processors.gain",
+    "voicews.processors.file_inject",
+    "voicews.processors.record",
 )
 
 
