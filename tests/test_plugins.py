@@ -207,3 +207,33 @@ def test_the_file_inject_prompt_shipped_with_the_repo_plays(start_daemon):
     with Call(d.ws, rate=8000, pipeline="chime") as call:
         got = call.exchange(np.zeros(8000, "<i2"))
     assert abs(peak_frequency(got[:1600], 8000) - 1318.5) < 10
+
+
+def fake_distribution(site, module_source):
+    """An installed package that declares a `voicews` entry point, as pip would leave it."""
+    info = site / "voicews_ep_demo-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: voicews-ep-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[voicews]\ndemo = voicews_ep_demo\n")
+    write(site / "voicews_ep_demo.py", module_source)
+    return {"PYTHONPATH": f"{REPO}:{site}"}
+
+
+def test_an_installed_package_registers_through_the_entry_point_group(start_daemon, tmp_path):
+    env = fake_distribution(tmp_path / "site", INVERT)
+    d = start_daemon(base_config(pipelines={"echo": ["echo"], "inv": ["echo", "invert"]}),
+                     env=env)
+    voice = tone(440, 0.1, 16000)
+    with Call(d.ws, pipeline="inv") as call:
+        np.testing.assert_array_equal(call.exchange(voice), -voice)
+
+
+def test_a_broken_entry_point_plugin_is_named_in_the_config_error(start_daemon, tmp_path):
+    env = fake_distribution(tmp_path / "site", "import voicews_no_such_dependency\n")
+    d = start_daemon(base_config(), env=env, wait=False)
+    assert d.proc.wait(30) == 2
+    lines = [line for line in d.log().splitlines() if line.strip()]
+    assert lines == [
+        "voicews: config error: entry-point plugin 'demo' (voicews_ep_demo) failed to import: "
+        "ModuleNotFoundError: No module named 'voicews_no_such_dependency'"
+    ]

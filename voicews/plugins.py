@@ -8,7 +8,9 @@ and files config.yaml lists under ``plugins:``.  All go through
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 from pathlib import Path
@@ -39,10 +41,18 @@ def make_plugin_manager() -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     for name in BUILTIN_PLUGINS:
         register_plugin(pm, importlib.import_module(name), name)
-    try:
-        pm.load_setuptools_entrypoints("voicews")
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"entry-point plugin {exc.plugin!r}: {_one_line(exc)}") from None
+    for entry_point in importlib.metadata.entry_points(group="voicews"):
+        # Like pluggy's load_setuptools_entrypoints, but a failure names the plugin.
+        if pm.get_plugin(entry_point.name) is not None:
+            continue
+        try:
+            module = entry_point.load()
+        except Exception as exc:
+            raise PluginError(
+                f"entry-point plugin {entry_point.name!r} ({entry_point.value}) failed to "
+                f"import: {type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
+        register_plugin(pm, module, entry_point.name)
     return pm
 
 
@@ -86,9 +96,11 @@ def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: Path) -> str:
                 return name
             if not path.is_file():
                 raise PluginError(f"plugin {spec!r}: no such file {path}")
-            module_spec = importlib.util.spec_from_file_location(
-                f"voicews_user_plugins.{path.stem}", path
-            )
+            module_name = f"voicews_user_plugins.{path.stem}"
+            if module_name in sys.modules:  # another folder's plugin of the same file name
+                digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+                module_name = f"{module_name}_{digest}"
+            module_spec = importlib.util.spec_from_file_location(module_name, path)
             assert module_spec is not None and module_spec.loader is not None
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_spec.name] = module  # dataclasses look their module up
