@@ -237,3 +237,31 @@ def test_a_broken_entry_point_plugin_is_named_in_the_config_error(start_daemon, 
         "voicews: config error: entry-point plugin 'demo' (voicews_ep_demo) failed to import: "
         "ModuleNotFoundError: No module named 'voicews_no_such_dependency'"
     ]
+
+
+FAILS_AT_START = '''
+from voicews import Processor, hookimpl
+
+class FailsAtStart(Processor):
+    name = "fails-at-start"
+
+    def __init__(self, session, params):
+        raise ValueError("cannot start")
+
+@hookimpl
+def register_processors(register):
+    register(FailsAtStart)
+'''
+
+
+def test_a_processor_failing_at_call_start_closes_the_steps_already_made(start_daemon, tmp_path):
+    plugin = write(tmp_path / "fails.py", FAILS_AT_START)
+    d = start_daemon(base_config(plugins=[plugin], pipelines={
+        "echo": ["echo"],
+        "broken": [{"record": {"path": str(tmp_path / "{uuid}.wav")}}, "fails-at-start"],
+    }))
+    with Call(d.ws, pipeline="broken", headers={"uuid": "early"}) as call:
+        assert call.wait_closed() == 1011
+    log = d.wait_log("recording finished uuid=early")
+    assert log.count("ValueError: cannot start") == 1
+    assert "processor raised during start in pipeline broken uuid=early" in log
