@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from twisted.internet import threads
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from voicews import Processor, hookimpl
@@ -184,11 +184,23 @@ class Writer:
     def close(self, file_id: int) -> None:
         self.queue.put(("close", file_id, None))
 
-    def idle(self):
-        """A Deferred that fires once everything queued so far is on disk and closed."""
+    def idle(self) -> defer.Deferred | None:
+        """A Deferred that fires once everything queued so far is on disk and closed.
+
+        A marker in the queue rather than a thread waiting on ``queue.join``: a
+        writer stuck on a dead disk must not leave a thread that twistd would
+        wait for forever at exit (the service gives up after drain_timeout).
+        """
         if self._thread is None:
             return None
-        return threads.deferToThread(self.queue.join)
+        done: defer.Deferred = defer.Deferred()
+        self.queue.put(("barrier", 0, done))
+        return done
+
+    def _barrier(self, _file_id: int, done: defer.Deferred) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(done.callback, None)
 
     def _run(self) -> None:
         while True:
