@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from voicews import metrics
@@ -158,6 +158,7 @@ class CallProtocol(WebSocketServerProtocol):
         log.failure(
             "processor raised during {during} in pipeline {pipeline} uuid={uuid}",
             failure=Failure(), during=during, pipeline=pipeline, uuid=uuid,
+            level=LogLevel.error,  # one call failed, not the daemon
         )
         self.end(CLOSE_INTERNAL_ERROR, f"processor error in pipeline {pipeline}", "error")
 
@@ -170,7 +171,8 @@ class CallProtocol(WebSocketServerProtocol):
 
     def end(self, code: int, reason: str, outcome: str) -> None:
         """Close the call with `code` (even codes autobahn keeps for itself) and log why."""
-        if outcome != "drained" and code != CLOSE_NORMAL:
+        # A processor error was logged with its traceback already: one line per failure.
+        if outcome not in ("drained", "error") and code != CLOSE_NORMAL:
             info = self.session.info if self.session else None
             log.warn(
                 "closing call uuid={uuid} peer={peer} code={code}: {reason}",

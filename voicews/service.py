@@ -102,10 +102,35 @@ class VoicewsService(service.Service):
             for call in live:
                 call.drain()
             yield self._wait_for_calls(timeout)
+        yield self._stop_plugins()
         # twistd re-raises the signal that stopped it once the reactor is done, so a
         # SIGTERM would show as a kill.  A drained shutdown is a clean one: exit 0.
         if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
             self.reactor._exitSignal = None
+
+    def _stop_plugins(self) -> defer.Deferred:
+        """Run every plugin's ``stop`` hook and wait (up to drain_timeout) for its Deferreds."""
+        try:
+            results = self.runtime.pm.hook.stop()
+        except Exception:
+            log.failure("a plugin's stop hook raised")
+            return defer.succeed(None)
+        waits = [r for r in results if isinstance(r, defer.Deferred)]
+        if not waits:
+            return defer.succeed(None)
+        d = defer.DeferredList(waits, consumeErrors=True)
+        d.addTimeout(self.runtime.settings.raw.drain_timeout, self.reactor)
+
+        def done(result):
+            for ok, value in result:
+                if not ok:
+                    log.failure("a plugin's stop hook failed", failure=value)
+
+        def timed_out(failure):
+            failure.trap(defer.TimeoutError)
+            log.warn("plugins still busy after drain_timeout; stopping anyway")
+
+        return d.addCallbacks(done, timed_out)
 
     def _wait_for_calls(self, timeout: float) -> defer.Deferred:
         """Fire once every live call has closed, dropping the rest at `timeout`.
