@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 
@@ -141,11 +142,19 @@ def test_body_limit_413_before_reading(strict):
         with contextlib.suppress(ConnectionResetError):
             got = sock.recv(4096)
         assert got.startswith(b"HTTP/1.1 413"), got
+        # Over the limit but all sent at once: still 413, and the handler never runs.
+        body = json.dumps({"uuid": "too-big", "pad": "x" * 5000}).encode()
+        sock = raw_socket(strict.port)
+        sock.sendall(b"POST /webhooks/answer HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+        assert closed_by_server(sock)
+        assert "answer uuid=too-big" not in strict.log()
         # Under the limit is fine.
         status, _, _ = strict.request("/webhooks/event", b'{"uuid":"u","status":"started"}',
                                       {"Content-Type": "application/json"}, "POST")
         assert status == 204
-    assert strict.metric("voicews_rejected_total", 'reason="body_too_big"') == 2
+    assert strict.metric("voicews_rejected_total", 'reason="body_too_big"') == 3
     wait_metric(strict, "voicews_active_calls", 0)
 
 

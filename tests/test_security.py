@@ -165,3 +165,29 @@ def test_max_calls_503_until_a_call_ends(start_daemon):
     second.close()
     wait_metric(daemon, "voicews_active_calls", 0)
     assert metric_or_zero(daemon, "voicews_rejected_total", 'reason="max_calls"') == 1
+
+
+def test_draining_refuses_new_sockets_503(daemon):
+    """After SIGTERM the port closes; a kept-alive HTTP connection asking for a socket
+    while live calls drain gets 503."""
+    import http.client
+    import signal
+
+    from sec_helpers import raw_handshake, ws_frame
+
+    call, head = raw_handshake(daemon.port)  # a call that will not answer the goodbye
+    call.sendall(ws_frame(first_message().encode(), opcode=1))
+    daemon.wait_log("call started")
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+    conn.request("GET", "/health")
+    assert conn.getresponse().read()
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_log("draining 1 calls")
+    conn.request("GET", "/socket", headers={
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    response = conn.getresponse()
+    assert response.status == 503
+    assert json.loads(response.read())["error"] == "server is shutting down"
+    call.close()
+    assert daemon.stop() == 0

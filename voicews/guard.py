@@ -178,6 +178,11 @@ class GuardedRequest(Request):
             return
         super().handleContentChunk(data)
 
+    def process(self):
+        if self._too_big:
+            return  # answered 413 already; the handler must not run on a cut body
+        super().process()
+
     def _refuse_body(self, reason: str) -> None:
         self._too_big = True
         self.content = _Discard()
