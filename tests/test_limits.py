@@ -55,15 +55,16 @@ def test_incomplete_requests_are_dropped(strict):
         # but not the request deadline.
         trickle = raw_socket(strict.port)
         trickle.sendall(b"GET /health HTTP/1.1\r\n")
-        started = time.monotonic()
-        for _ in range(40):
+        cut_off = False
+        for _ in range(100):  # 10 s of trickling, far past the 1 s deadline
             try:
                 trickle.sendall(b"X")
             except OSError:
+                cut_off = True  # the server dropped us while we were still trickling
                 break
             time.sleep(0.1)
+        assert cut_off
         assert closed_by_server(silent) and closed_by_server(half) and closed_by_server(trickle)
-        assert time.monotonic() - started < 4  # dropped at ~1 s, well before the trickle ends
         # A handshake that completes but never sends the first message: 1008.
         sock, head = raw_handshake(strict.port)
         assert head.startswith(b"HTTP/1.1 101")
