@@ -216,6 +216,7 @@ class CallProtocol(WebSocketServerProtocol):
         info = session.info
         duration = runtime.clock.seconds() - self._opened_at
         metrics.CALLS.labels(pipeline=info.pipeline, outcome=self.outcome).inc()
+        metrics.FRAMES_IN.call_ended(session.frames_in)
         metrics.FRAMES_DROPPED.inc(session.sender.frames_dropped)
         log.info(
             "call ended uuid={uuid} pipeline={pipeline} outcome={outcome} "

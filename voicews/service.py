@@ -14,9 +14,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
-from twisted.web.server import Site
 
+from voicews import metrics
 from voicews.config import ConfigError, load_settings
+from voicews.guard import CallWatchdog, GuardedSite, warn_if_exposed
 from voicews.protocol import CallFactory
 from voicews.runtime import Runtime
 from voicews.webhooks import Webhooks
@@ -37,8 +38,9 @@ class VoicewsService(service.Service):
         self.reactor = reactor
         self.factory = CallFactory(runtime)
         self.webhooks = Webhooks(runtime, self.factory)
-        self.site = Site(self.webhooks.app.resource())
-        self.site.displayTracebacks = False
+        self.site = GuardedSite(self.webhooks.app.resource(), runtime, reactor=reactor)
+        self.watchdog = CallWatchdog(runtime)
+        metrics.watch_calls(runtime.calls)
         self.port: IListeningPort | None = None
         self._previous_hup = None
 
@@ -54,6 +56,7 @@ class VoicewsService(service.Service):
         endpoint = serverFromString(self.reactor, self.listen)
         d = endpoint.listen(self.site)
         d.addCallbacks(self._listening, self._listen_failed)
+        self.watchdog.start()
         self._previous_hup = signal.signal(signal.SIGHUP, self._sighup)
 
     def _listening(self, port: IListeningPort) -> None:
@@ -64,6 +67,7 @@ class VoicewsService(service.Service):
             host=getattr(address, "host", address), port=getattr(address, "port", ""),
             pipelines=", ".join(sorted(self.runtime.settings.pipelines)),
         )
+        warn_if_exposed(str(getattr(address, "host", address)), self.runtime.settings)
 
     def _listen_failed(self, failure) -> None:
         log.critical("cannot listen on {listen}: {error}", listen=self.listen, error=failure.value)
@@ -102,6 +106,7 @@ class VoicewsService(service.Service):
             for call in live:
                 call.drain()
             yield self._wait_for_calls(timeout)
+        self.watchdog.stop()
         yield self._stop_plugins()
         # twistd re-raises the signal that stopped it once the reactor is done, so a
         # SIGTERM would show as a kill.  A drained shutdown is a clean one: exit 0.

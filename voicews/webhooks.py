@@ -16,7 +16,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from voicews import __version__, metrics
+from voicews import __version__, guard, metrics
 from voicews.calls import CallBook
 from voicews.ncco import answer_ncco, fallback_ncco
 from voicews.protocol import CallFactory
@@ -117,8 +117,13 @@ class Webhooks:
         metrics.rejected("bad_request")
         return _json(request, {"error": exc.reason}, exc.code)
 
+    @app.handle_errors(guard.Refused)
+    def refused(self, request: IRequest, failure) -> bytes:
+        return guard.refuse(request, failure.value)
+
     @app.route("/webhooks/answer", methods=["GET", "POST"])
     def answer(self, request: IRequest) -> bytes:
+        guard.check_webhook_signature(request, self.runtime.settings)
         call = call_fields(request_fields(request))
         settings = self.runtime.settings
         host = _header(request, "x-forwarded-host") or _header(request, "host")
@@ -139,6 +144,7 @@ class Webhooks:
 
     @app.route("/webhooks/event", methods=["GET", "POST"])
     def event(self, request: IRequest) -> bytes:
+        guard.check_webhook_signature(request, self.runtime.settings)
         data = request_fields(request)
         uuid, status = data.get("uuid"), data.get("status")
         if isinstance(uuid, str) and isinstance(status, str):
@@ -152,6 +158,7 @@ class Webhooks:
 
     @app.route("/webhooks/fallback", methods=["GET", "POST"])
     def fallback(self, request: IRequest) -> bytes:
+        guard.check_webhook_signature(request, self.runtime.settings)
         try:
             data = request_fields(request)
         except BadRequest:
@@ -177,9 +184,11 @@ class Webhooks:
 
     @app.route("/metrics", methods=["GET"])
     def metrics_page(self, request: IRequest) -> bytes:
+        guard.check_bearer(request, self.runtime.settings.raw.security.metrics_token, "metrics")
         request.setHeader("content-type", "text/plain; version=0.0.4; charset=utf-8")
         return metrics.render()
 
     @app.route("/socket", methods=["GET"])
     def socket_route(self, request: IRequest):
+        guard.check_socket_handshake(request, self.runtime)
         return self.socket
