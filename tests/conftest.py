@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -48,17 +49,19 @@ class Daemon:
         # the package non-editably, and test_packaging checks the installed plugin alone.
         pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         self.env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
-        self.listen = listen or f"tcp:{self.port}:interface=127.0.0.1"
+        # `listen` may hold "{port}", replaced by the free port this daemon got.
+        self.listen = (listen or "tcp:{port}:interface=127.0.0.1").format(port=self.port)
+        self.tls = self.listen.startswith("ssl:")
         self.args = args or []
         self.proc: subprocess.Popen | None = None
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/socket"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/socket"
 
     def command(self) -> list[str]:
         return [TWISTD, "-n", "--pidfile=", "voicews", "-c", str(self.config_path),
@@ -99,8 +102,9 @@ class Daemon:
                 method: str | None = None) -> tuple[int, dict, bytes]:
         req = urllib.request.Request(self.base + path, data=data, headers=headers or {},
                                      method=method)
+        context = ssl._create_unverified_context() if self.tls else None  # our self-signed cert
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=context) as resp:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()

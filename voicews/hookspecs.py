@@ -18,3 +18,12 @@ def register_processors(register: Callable[[type], None]) -> None:
     ``cls`` subclasses :class:`voicews.Processor`; its ``name`` attribute is the
     name config.yaml uses in a pipeline step.
     """
+
+
+@hookspec
+def stop() -> object:
+    """The daemon is stopping and its calls have ended (every processor's ``close`` ran).
+
+    Return a Deferred to make the daemon wait for it before exiting (e.g. files
+    still being written by a thread), or None.  Waited for at most ``drain_timeout``.
+    """

@@ -36,7 +36,15 @@ class PipelineSpec:
     steps: tuple[Step, ...]
 
     def build(self, session: Session) -> Pipeline:
-        return Pipeline(self, [step.processor(session, step.params) for step in self.steps])
+        """Fresh processors for one call; if one cannot start, those already made are closed."""
+        processors: list[Processor] = []
+        try:
+            for step in self.steps:
+                processors.append(step.processor(session, step.params))
+        except Exception:
+            Pipeline(self, processors).close()  # e.g. a recording already opened: finish it
+            raise
+        return Pipeline(self, processors)
 
 
 class Pipeline:

@@ -8,7 +8,9 @@ and files config.yaml lists under ``plugins:``.  All go through
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 from pathlib import Path
@@ -21,7 +23,12 @@ from voicews.processor import Processor
 BUILTIN_PLUGINS = (
     "voicews.processors.echo",
     "voicews.processors.gain",
+    "voicews.processors.file_inject",
+    "voicews.processors.record",
 )
+
+
+FILE_PLUGIN_PREFIX = "voicews_plugin_"
 
 
 class PluginError(Exception):
@@ -34,26 +41,45 @@ def make_plugin_manager() -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     for name in BUILTIN_PLUGINS:
         register_plugin(pm, importlib.import_module(name), name)
-    try:
-        pm.load_setuptools_entrypoints("voicews")
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"entry-point plugin {exc.plugin!r}: {exc}") from None
+    for entry_point in importlib.metadata.entry_points(group="voicews"):
+        # Like pluggy's load_setuptools_entrypoints, but a failure names the plugin.
+        if pm.get_plugin(entry_point.name) is not None:
+            continue
+        try:
+            module = entry_point.load()
+        except Exception as exc:
+            raise PluginError(
+                f"entry-point plugin {entry_point.name!r} ({entry_point.value}) failed to "
+                f"import: {type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
+        register_plugin(pm, module, entry_point.name)
     return pm
+
+
+def _one_line(exc: BaseException) -> str:
+    """pluggy's validation messages span lines; a config error is one line."""
+    return " ".join(str(exc).split())
+
+
+def plugin_label(name: str) -> str:
+    """How a user recognises a registered plugin: its module name or its file's path."""
+    return name.removeprefix(FILE_PLUGIN_PREFIX)
 
 
 def register_plugin(pm: pluggy.PluginManager, module: object, name: str) -> None:
     """Register `module` unless a plugin of that name already is; check its hooks."""
     if pm.get_plugin(name) is not None:
         return
+    label = plugin_label(name)
     try:
         pm.register(module, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
-        raise PluginError(f"plugin {name!r}: {exc}") from None
+        raise PluginError(f"plugin {label!r}: {_one_line(exc)}") from None
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         pm.unregister(name=name)
-        raise PluginError(f"plugin {name!r}: {exc}") from None
+        raise PluginError(f"plugin {label!r}: {_one_line(exc)}") from None
 
 
 def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: Path) -> str:
@@ -65,14 +91,16 @@ def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: Path) -> str:
         if spec.endswith(".py") or "/" in spec:
             path = Path(spec).expanduser()
             path = path if path.is_absolute() else base_dir / path
-            name = f"voicews_plugin_{path.resolve()}"
+            name = f"{FILE_PLUGIN_PREFIX}{path.resolve()}"
             if pm.get_plugin(name) is not None:
                 return name
             if not path.is_file():
                 raise PluginError(f"plugin {spec!r}: no such file {path}")
-            module_spec = importlib.util.spec_from_file_location(
-                f"voicews_user_plugins.{path.stem}", path
-            )
+            module_name = f"voicews_user_plugins.{path.stem}"
+            if module_name in sys.modules:  # another folder's plugin of the same file name
+                digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+                module_name = f"{module_name}_{digest}"
+            module_spec = importlib.util.spec_from_file_location(module_name, path)
             assert module_spec is not None and module_spec.loader is not None
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_spec.name] = module  # dataclasses look their module up
@@ -89,36 +117,47 @@ def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: Path) -> str:
     except PluginError:
         raise
     except Exception as exc:
-        raise PluginError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(
+            f"plugin {spec!r} failed to import: {type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
     register_plugin(pm, module, name)
     return name
 
 
 def collect_processors(pm: pluggy.PluginManager) -> dict[str, type[Processor]]:
-    """Ask every plugin for its processors; refuse duplicates and non-processors."""
-    found: dict[str, type[Processor]] = {}
+    """Ask every plugin for its processors; refuse duplicates and non-processors.
 
-    def register(cls: type) -> None:
-        origin = f"{cls.__module__}.{getattr(cls, '__qualname__', cls)}"
-        if not (isinstance(cls, type) and issubclass(cls, Processor)):
-            raise PluginError(f"{origin} registered as a processor but is not a Processor")
-        if not cls.name or not isinstance(cls.name, str):
-            raise PluginError(f"processor {origin} has no name")
-        if cls.name in found:
-            other = found[cls.name]
+    Each plugin's hook is called on its own, in registration order (builtins
+    first), so that any mistake is reported against the plugin that made it.
+    """
+    found: dict[str, tuple[type[Processor], str]] = {}
+    for impl in pm.hook.register_processors.get_hookimpls():
+        if impl.hookwrapper or impl.wrapper:
+            continue  # a wrapper around registration has nothing of its own to register
+        label = plugin_label(impl.plugin_name)
+
+        def register(cls: type, label: str = label) -> None:
+            if not (isinstance(cls, type) and issubclass(cls, Processor)):
+                raise PluginError(f"plugin {label!r} registered {cls!r}, which is not a Processor")
+            if not cls.name or not isinstance(cls.name, str):
+                raise PluginError(f"plugin {label!r}: processor {cls.__qualname__} has no name")
+            if cls.name in found:
+                other = found[cls.name][1]
+                raise PluginError(
+                    f"plugin {label!r}: processor name {cls.name!r} is already defined by "
+                    f"plugin {other!r}"
+                    if other != label
+                    else f"plugin {label!r}: processor name {cls.name!r} defined twice"
+                )
+            found[cls.name] = (cls, label)
+
+        try:
+            impl.function(**{arg: register for arg in impl.argnames})  # as pluggy would
+        except PluginError:
+            raise
+        except Exception as exc:
             raise PluginError(
-                f"processor name {cls.name!r} defined twice: by {other.__module__}."
-                f"{other.__qualname__} and by {origin}"
-            )
-        found[cls.name] = cls
-
-    try:
-        pm.hook.register_processors(register=register)
-    except PluginError:
-        raise
-    except Exception as exc:
-        raise PluginError(
-            f"a plugin's register_processors raised {type(exc).__name__}: {exc}"
-        ) from exc
-    return found
-
+                f"plugin {label!r}: register_processors raised {type(exc).__name__}: "
+                f"{_one_line(exc)}"
+            ) from exc
+    return {name: cls for name, (cls, _) in found.items()}

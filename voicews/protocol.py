@@ -12,7 +12,7 @@ import numpy as np
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from twisted.internet import tcp
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from voicews import metrics
@@ -71,6 +71,7 @@ class CallProtocol(WebSocketServerProtocol):
     _opened_at = 0.0
     _peer = "?"
     _ended = False
+    _close_reason = ""
     _fast = False
     _audio_header = b""
     _socket = None
@@ -269,6 +270,7 @@ class CallProtocol(WebSocketServerProtocol):
         log.failure(
             "processor raised during {during} in pipeline {pipeline} uuid={uuid}",
             failure=Failure(), during=during, pipeline=pipeline, uuid=uuid,
+            level=LogLevel.error,  # one call failed, not the daemon
         )
         self.end(CLOSE_INTERNAL_ERROR, f"processor error in pipeline {pipeline}", "error")
 
@@ -306,7 +308,8 @@ class CallProtocol(WebSocketServerProtocol):
 
     def end(self, code: int, reason: str, outcome: str) -> None:
         """Close the call with `code` (even codes autobahn keeps for itself) and log why."""
-        if outcome != "drained" and code != CLOSE_NORMAL:
+        # A processor error was logged with its traceback already: one line per failure.
+        if outcome not in ("drained", "error") and code != CLOSE_NORMAL:
             info = self.session.info if self.session else None
             log.warn(
                 "closing call uuid={uuid} peer={peer} code={code}: {reason}",
@@ -314,6 +317,7 @@ class CallProtocol(WebSocketServerProtocol):
                 outcome=outcome,
             )
         self.outcome = outcome
+        self._close_reason = reason
         self._ended = True
         self._finish_session()
         if self.state == self.STATE_OPEN:
@@ -359,6 +363,7 @@ class CallProtocol(WebSocketServerProtocol):
             uuid=info.uuid, pipeline=info.pipeline, outcome=self.outcome, duration=duration,
             frames_in=session.frames_in, frames_out=session.frames_out,
             frames_dropped=session.sender.frames_dropped, code=code, event="call_ended",
+            reason=self._close_reason or reason or "",
         )
 
 

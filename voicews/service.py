@@ -12,38 +12,52 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
-from twisted.web.server import Site
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 from voicews import metrics
 from voicews.config import ConfigError, load_settings
+from voicews.guard import CallWatchdog, GuardedSite, warn_if_exposed
 from voicews.protocol import CallFactory
 from voicews.runtime import Runtime
 from voicews.webhooks import Webhooks
 
 log = Logger(namespace="voicews.service")
 
+# Seconds dropped calls get to report their end once drain_timeout has passed.
+DROP_GRACE = 1.0
+
 
 class VoicewsService(service.Service):
     """One port, one process: webhooks and the call socket on one Site."""
 
-    def __init__(self, runtime: Runtime, listen: str, reactor) -> None:
+    def __init__(self, runtime: Runtime, listen: str, reactor, log_observer=None) -> None:
         self.runtime = runtime
+        self.log_observer = log_observer
         self.listen = listen
         self.reactor = reactor
         self.factory = CallFactory(runtime)
         metrics.watch_calls(runtime.calls)
         self.webhooks = Webhooks(runtime, self.factory)
-        self.site = Site(self.webhooks.app.resource())
-        self.site.displayTracebacks = False
+        self.site = GuardedSite(self.webhooks.app.resource(), runtime, reactor=reactor)
+        self.watchdog = CallWatchdog(runtime)
+        metrics.watch_calls(runtime.calls)
         self.port: IListeningPort | None = None
         self._previous_hup = None
+
+    def setServiceParent(self, parent) -> None:  # noqa: N802
+        # twistd asks the application for an ILogObserver before it starts logging
+        # (unless --logger was given); this is how `log_format: json` takes over.
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
         endpoint = serverFromString(self.reactor, self.listen)
         d = endpoint.listen(self.site)
         d.addCallbacks(self._listening, self._listen_failed)
+        self.watchdog.start()
         self._previous_hup = signal.signal(signal.SIGHUP, self._sighup)
 
     def _listening(self, port: IListeningPort) -> None:
@@ -54,6 +68,7 @@ class VoicewsService(service.Service):
             host=getattr(address, "host", address), port=getattr(address, "port", ""),
             pipelines=", ".join(sorted(self.runtime.settings.pipelines)),
         )
+        warn_if_exposed(str(getattr(address, "host", address)), self.runtime.settings)
 
     def _listen_failed(self, failure) -> None:
         log.critical("cannot listen on {listen}: {error}", listen=self.listen, error=failure.value)
@@ -92,27 +107,59 @@ class VoicewsService(service.Service):
             for call in live:
                 call.drain()
             yield self._wait_for_calls(timeout)
+        self.watchdog.stop()
+        yield self._stop_plugins()
         # twistd re-raises the signal that stopped it once the reactor is done, so a
         # SIGTERM would show as a kill.  A drained shutdown is a clean one: exit 0.
         if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
             self.reactor._exitSignal = None
 
+    def _stop_plugins(self) -> defer.Deferred:
+        """Run every plugin's ``stop`` hook and wait (up to drain_timeout) for its Deferreds."""
+        try:
+            results = self.runtime.pm.hook.stop()
+        except Exception:
+            log.failure("a plugin's stop hook raised")
+            return defer.succeed(None)
+        waits = [r for r in results if isinstance(r, defer.Deferred)]
+        if not waits:
+            return defer.succeed(None)
+        d = defer.DeferredList(waits, consumeErrors=True)
+        d.addTimeout(self.runtime.settings.raw.drain_timeout, self.reactor)
+
+        def done(result):
+            for ok, value in result:
+                if not ok:
+                    log.failure("a plugin's stop hook failed", failure=value)
+
+        def timed_out(failure):
+            failure.trap(defer.TimeoutError)
+            log.warn("plugins still busy after drain_timeout; stopping anyway")
+
+        return d.addCallbacks(done, timed_out)
+
     def _wait_for_calls(self, timeout: float) -> defer.Deferred:
+        """Fire once every live call has closed, dropping the rest at `timeout`.
+
+        After a drop it still waits (briefly) for the dropped calls' onClose, so
+        each call's "call ended" line is logged before the reactor stops.
+        """
         d = defer.Deferred()
         deadline = self.reactor.seconds() + timeout
+        dropped = False
 
         def check() -> None:
-            if not self.runtime.calls.live:
+            nonlocal dropped
+            live = self.runtime.calls.live
+            if not live or self.reactor.seconds() >= deadline + DROP_GRACE:
                 d.callback(None)
-            elif self.reactor.seconds() >= deadline:
-                log.warn(
-                    "drain timeout: dropping {count} calls", count=len(self.runtime.calls.live)
-                )
-                for call in list(self.runtime.calls.live):
+                return
+            if not dropped and self.reactor.seconds() >= deadline:
+                dropped = True
+                log.warn("drain timeout: dropping {count} calls", count=len(live))
+                for call in list(live):
                     call.dropConnection(abort=True)
-                d.callback(None)
-            else:
-                self.reactor.callLater(0.05, check)
+            self.reactor.callLater(0.05, check)
 
         check()
         return d

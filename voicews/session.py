@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from voicews.audio import SAMPLE_DTYPE, frame_bytes, frame_samples
 from voicews.events import Event
 from voicews.framing import Framer
+from voicews.metrics import PROCESSING, PROCESSING_SAMPLE
 from voicews.sender import PacedSender
 
 if TYPE_CHECKING:
@@ -77,7 +79,12 @@ class Session:
         """Run one inbound frame (exactly one frame of bytes) through the pipeline."""
         self.frames_in += 1
         inbound = np.frombuffer(payload, dtype=SAMPLE_DTYPE)
-        outbound = self.pipeline.process(inbound)
+        if self.frames_in % PROCESSING_SAMPLE:
+            outbound = self.pipeline.process(inbound)
+        else:  # time one frame in PROCESSING_SAMPLE: no per-frame metric cost
+            started = perf_counter()
+            outbound = self.pipeline.process(inbound)
+            PROCESSING.observe(perf_counter() - started)
         if outbound is None:
             return
         if outbound is inbound and not self.framer.pending:

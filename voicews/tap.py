@@ -41,5 +41,36 @@ def makeService(options: Options):  # noqa: N802 - Twisted's name
         sys.stderr.write(f"voicews: config error: {exc}\n")
         sys.stderr.flush()
         raise SystemExit(2) from None
+    from voicews.logs import observer_for
+
+    listen = options["listen"] or settings.raw.listen
+    problem = check_listen(reactor, listen)
+    if problem:
+        sys.stderr.write(f"voicews: cannot listen on {listen!r}: {problem}\n")
+        sys.stderr.flush()
+        raise SystemExit(2)
     runtime = Runtime(settings=settings, pm=pm, clock=reactor)
-    return VoicewsService(runtime, options["listen"] or settings.raw.listen, reactor)
+    # twistd's own options (--logfile, --nodaemon) are the parent of ours.
+    observer = observer_for(settings.raw.log_format, getattr(options, "parent", None))
+    return VoicewsService(runtime, listen, reactor, log_observer=observer)
+
+
+def check_listen(reactor, listen: str) -> str | None:
+    """Why `listen` cannot be used (one line), or None; builds the endpoint, binds nothing."""
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, listen)
+    except (IndexError, KeyError) as exc:
+        if listen.startswith("systemd:"):
+            # Twisted wants LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES; a .socket unit sets all
+            # three, systemd-socket-activate sets LISTEN_FDNAMES only when given --fdname.
+            return (
+                "no such socket was handed over (LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES "
+                "must be set for this process): start it from voicews.socket, or with "
+                "systemd-socket-activate --fdname=voicews"
+            )
+        return f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

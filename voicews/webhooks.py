@@ -16,7 +16,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from voicews import __version__, metrics
+from voicews import __version__, guard, metrics
 from voicews.calls import CallBook
 from voicews.ncco import answer_ncco, fallback_ncco
 from voicews.protocol import CallFactory
@@ -71,6 +71,18 @@ def request_fields(request: IRequest) -> dict[str, Any]:
     return fields
 
 
+def call_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """The call identifiers as strings; an object or list where Vonage sends text is a 400."""
+    call = {}
+    for key in ("uuid", "conversation_uuid", "from", "to"):
+        value = fields.get(key)
+        if isinstance(value, (dict, list)):
+            raise BadRequest(f"field {key!r} must be a string")
+        if value is not None and value != "":
+            call[key] = str(value)
+    return call
+
+
 def is_secure(request: IRequest) -> bool:
     """Whether the caller reached us over TLS, directly or through a proxy that says so."""
     if request.isSecure():
@@ -105,14 +117,19 @@ class Webhooks:
         metrics.rejected("bad_request")
         return _json(request, {"error": exc.reason}, exc.code)
 
+    @app.handle_errors(guard.Refused)
+    def refused(self, request: IRequest, failure) -> bytes:
+        return guard.refuse(request, failure.value)
+
     @app.route("/webhooks/answer", methods=["GET", "POST"])
     def answer(self, request: IRequest) -> bytes:
-        call = request_fields(request)
+        guard.check_webhook_signature(request, self.runtime.settings)
+        call = call_fields(request_fields(request))
         settings = self.runtime.settings
         host = _header(request, "x-forwarded-host") or _header(request, "host")
         ncco, pipeline = answer_ncco(settings, call, host, is_secure(request))
         uuid = call.get("uuid")
-        if isinstance(uuid, str) and uuid:
+        if uuid:
             self.runtime.calls.open_book(
                 CallBook(
                     uuid=uuid, conversation_uuid=call.get("conversation_uuid"),
@@ -127,6 +144,7 @@ class Webhooks:
 
     @app.route("/webhooks/event", methods=["GET", "POST"])
     def event(self, request: IRequest) -> bytes:
+        guard.check_webhook_signature(request, self.runtime.settings)
         data = request_fields(request)
         uuid, status = data.get("uuid"), data.get("status")
         if isinstance(uuid, str) and isinstance(status, str):
@@ -140,6 +158,7 @@ class Webhooks:
 
     @app.route("/webhooks/fallback", methods=["GET", "POST"])
     def fallback(self, request: IRequest) -> bytes:
+        guard.check_webhook_signature(request, self.runtime.settings)
         try:
             data = request_fields(request)
         except BadRequest:
@@ -165,9 +184,11 @@ class Webhooks:
 
     @app.route("/metrics", methods=["GET"])
     def metrics_page(self, request: IRequest) -> bytes:
+        guard.check_bearer(request, self.runtime.settings.raw.security.metrics_token, "metrics")
         request.setHeader("content-type", "text/plain; version=0.0.4; charset=utf-8")
         return metrics.render()
 
     @app.route("/socket", methods=["GET"])
     def socket_route(self, request: IRequest):
+        guard.check_socket_handshake(request, self.runtime)
         return self.socket

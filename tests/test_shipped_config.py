@@ -1,0 +1,65 @@
+"""The config.yaml shipped in the repository runs as shipped, from the repository root, and
+every pipeline in it serves a call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from conftest import REPO, Daemon
+from test_record import wait_wav
+from wsclient import Call, band_level, tone
+
+SHIPPED = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shipped")
+    daemon = Daemon(tmp, "", env={"VOICEWS_RECORDINGS": str(tmp / "recordings")})
+    # `twistd -n voicews -c config.yaml` in the repository root, as the README says.
+    daemon.workdir, daemon.config_path = REPO, Path("config.yaml")
+    daemon.start()
+    daemon.recordings = tmp / "recordings"
+    yield daemon
+    assert daemon.stop() == 0
+
+
+def test_shipped_config_lists_the_example_plugins():
+    assert SHIPPED["plugins"] == ["plugins/bitcrush.py", "plugins/keypad.py"]
+    steps = [step for steps in SHIPPED["pipelines"].values() for step in steps]
+    names = {step if isinstance(step, str) else next(iter(step)) for step in steps}
+    assert {"echo", "gain", "file-inject", "record", "bitcrush", "keypad-tones"} <= names
+
+
+@pytest.mark.parametrize("pipeline", sorted(SHIPPED["pipelines"]))
+def test_every_shipped_pipeline_serves_a_call(shipped, pipeline):
+    voice = tone(440, 1.0, 16000, amplitude=3000)
+    with Call(shipped.ws, pipeline=pipeline, headers={"uuid": f"shipped-{pipeline}"}) as call:
+        got = call.exchange(voice)
+        if pipeline == "keypad":
+            call.dtmf("1")
+            keyed = call.exchange(voice[:3200])
+            assert band_level(keyed, 16000, 697) > 0.1 and band_level(keyed, 16000, 1209) > 0.1
+        if pipeline == "hold":
+            call.dtmf("9")
+            assert call.wait_text() == {"action": "clear"}
+            np.testing.assert_array_equal(call.exchange(voice[:3200]), voice[:3200])
+    assert len(got) == len(voice)
+    assert band_level(got, 16000, 440) > 0.2, "the caller hears themself in every pipeline"
+    if pipeline in ("welcome", "hold"):
+        assert band_level(got[:8000], 16000, 1318.5) > 0.05  # and the chime
+    if pipeline == "echo":
+        np.testing.assert_array_equal(got, voice)
+    if pipeline == "welcome":
+        assert [m["action"] for m in call.texts()] == ["notify"]
+    if pipeline == "recorded":
+        shipped.wait_log("recording finished uuid=shipped-recorded")
+        (path,) = shipped.recordings.glob("*-shipped-recorded.wav")
+        _, data = wait_wav(path, len(voice))
+        np.testing.assert_array_equal(data[:, 0], voice)
+        np.testing.assert_array_equal(data[:, 1], got)
+        assert sf.info(str(path)).channels == 2

@@ -1,0 +1,119 @@
+"""The Vonage socket on a real daemon: echo bit-exact, bad first messages, events."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from conftest import base_config
+from wire import closed_with, echo_call, first_message, random_frames
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 24000])
+def test_echo_is_bit_exact_in_order_at_every_rate(daemon, rate):
+    sent, received = echo_call(daemon.ws, rate=rate, count=250, pipeline="echo")
+    assert all(len(frame) == rate // 50 * 2 for frame in received)
+    assert received == sent
+
+
+def test_first_message_without_event_key_is_accepted(daemon):
+    frames = random_frames(5, rate=8000)
+    with connect(daemon.ws) as ws:
+        ws.send(json.dumps({"content-type": "audio/l16;rate=8000", "pipeline": "echo"}))
+        for frame in frames:
+            ws.send(frame)
+        assert [ws.recv(timeout=5) for _ in frames] == frames
+
+
+@pytest.mark.parametrize(
+    ("messages", "code", "reason"),
+    [
+        ([b"\x00" * 640], 1003, "expected a JSON text message first, got binary"),
+        (["hello there"], 1008, "first message is not JSON"),
+        (["[1, 2, 3]"], 1008, "first message is not a JSON object"),
+        (['{"pipeline": "echo"}'], 1008, "first message has no content-type"),
+        ([first_message(44100)], 1003, "unsupported content-type 'audio/l16;rate=44100'"),
+        (['{"content-type": "audio/pcmu;rate=8000"}'], 1003, "unsupported content-type"),
+        ([first_message(16000, pipeline="karaoke")], 1008, "unknown pipeline 'karaoke'"),
+        ([first_message(16000), b"\x00" * 100], 1007, "frame of 100 bytes, expected 640"),
+        ([first_message(8000), "not json"], 1008, "text message is not JSON"),
+        (["x" * 5000], 1009, "first message of 5000 bytes"),
+    ],
+)
+def test_bad_input_is_closed_with_a_meaningful_code(daemon, messages, code, reason):
+    got_code, got_reason = closed_with(daemon.ws, *messages)
+    assert got_code == code
+    assert got_reason.startswith(reason)
+
+
+def test_bad_calls_do_not_disturb_a_live_call(daemon):
+    """A good call streams while garbage arrives on other sockets; it stays bit-exact."""
+    result = {}
+
+    def good_call():
+        result["call"] = echo_call(daemon.ws, count=400, seed=7)
+
+    thread = threading.Thread(target=good_call)
+    thread.start()
+    for messages in (["garbage"], [b"\x01\x02"], [first_message(11025)],
+                     [first_message(16000, pipeline="nope")]):
+        code, _ = closed_with(daemon.ws, *messages)
+        assert code in (1003, 1008)
+    thread.join(30)
+    sent, received = result["call"]
+    assert received == sent
+    log = daemon.wait_log("unknown pipeline 'nope'")
+    assert "known pipelines: echo, louder" in log
+    assert daemon.get_json("/health")["active_calls"] == 0
+
+
+def test_pipeline_header_picks_the_pipeline(daemon):
+    sent, received = echo_call(daemon.ws, rate=8000, count=20, pipeline="louder")
+    x = np.frombuffer(b"".join(sent), "<i2").astype(float)
+    y = np.frombuffer(b"".join(received), "<i2").astype(float)
+    expected = np.clip(np.rint(x * 10 ** (6 / 20)), -32768, 32767)
+    assert np.array_equal(y, expected)
+
+
+def test_default_pipeline_when_the_header_is_absent(start_daemon):
+    daemon = start_daemon(base_config(default_pipeline="louder"))
+    frame = (b"\x10\x00" * 160)  # every sample 16
+    with connect(daemon.ws) as ws:
+        ws.send(first_message(8000))
+        ws.send(frame)
+        assert ws.recv(timeout=5) == (b"\x20\x00" * 160)  # 16 x 1.995 = 31.9 -> 32
+
+
+def test_events_reach_the_pipeline_and_unknown_events_are_ignored(daemon):
+    frames = random_frames(3)
+    with connect(daemon.ws) as ws:
+        ws.send(first_message(16000, uuid="CALL-42"))
+        ws.send(json.dumps({"event": "websocket:dtmf", "digit": "5", "duration": 260}))
+        ws.send(json.dumps({"event": "websocket:notify", "payload": {"mark": 1}}))
+        ws.send(json.dumps({"event": "websocket:cleared"}))
+        ws.send(json.dumps({"event": "websocket:karaoke"}))
+        ws.send(json.dumps({"event": "websocket:dtmf", "digit": 55, "duration": "long"}))
+        for frame in frames:
+            ws.send(frame)
+        assert [ws.recv(timeout=5) for _ in frames] == frames
+    log = daemon.wait_log("call ended uuid=CALL-42")
+    assert "event dtmf uuid=CALL-42 digit=5" in log
+    assert "event notify uuid=CALL-42 digit=None payload={'mark': 1}" in log
+    assert "event cleared uuid=CALL-42" in log
+    assert "ignored unknown event 'karaoke' uuid=CALL-42" in log
+    assert "event dtmf uuid=CALL-42 digit=None" in log
+    assert "frames_in=3 frames_out=3" in log
+
+
+def test_calls_are_counted_while_live(daemon):
+    with connect(daemon.ws) as ws:
+        ws.send(first_message(8000))
+        ws.send(b"\x00" * 320)
+        ws.recv(timeout=5)
+        assert daemon.get_json("/health")["active_calls"] == 1
+    daemon.wait_log("call ended")
+    assert daemon.get_json("/health")["active_calls"] == 0

@@ -1,0 +1,154 @@
+"""file-inject: play an audio file into the call, replacing or mixed with what earlier steps made.
+
+The file is decoded and resampled when config.yaml loads (see
+:mod:`voicews.audiofile`), so every call shares one read-only buffer and the
+per-frame work is a slice.  One 20 ms frame of the file goes out per frame the
+caller sends, which keeps the file in step with the call's own clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from twisted.logger import Logger
+
+from voicews import Processor, hookimpl
+from voicews.audio import db_to_factor, saturate
+from voicews.audiofile import Prompt, load
+
+log = Logger(namespace="voicews.processors.file_inject")
+
+
+@dataclass(frozen=True)
+class FileInjectParams:
+    path: str
+    """The audio file; a relative path is relative to config.yaml's folder."""
+    mode: Literal["replace", "mix"] = "replace"
+    """replace: the caller hears the file instead of earlier steps' output; mix: both."""
+    loop: bool = False
+    """Start again at the end instead of stopping."""
+    level: float = 0.0
+    """Level change in dB applied to the file (not to what it is mixed with)."""
+    stop_on_dtmf: bool = False
+    """A key press stops playback and clears Vonage's buffer (barge-in)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` hands every call: the shared decoded file and the options."""
+
+    prompt: Prompt
+    shown: str
+    mode: str
+    loop: bool
+    factor: float
+    stop_on_dtmf: bool
+
+
+class FileInject(Processor):
+    name = "file-inject"
+    Params = FileInjectParams
+
+    @classmethod
+    def prepare(cls, params: FileInjectParams, context) -> Prepared:
+        if not -96.0 <= params.level <= 96.0:
+            raise ValueError(f"level must be between -96 and 96 dB, got {params.level}")
+        prompt = load(context.resolve(params.path))
+        return Prepared(
+            prompt=prompt,
+            shown=params.path,
+            mode=params.mode,
+            loop=params.loop,
+            factor=db_to_factor(params.level),
+            stop_on_dtmf=params.stop_on_dtmf,
+        )
+
+    def __init__(self, session, params: Prepared) -> None:
+        super().__init__(session, params)
+        self.samples = params.prompt.samples(session.rate)
+        self.frame = session.info.frame_samples
+        self.silence = np.zeros(self.frame, dtype=self.samples.dtype)
+        self.position = 0
+        self.playing = True
+        self._notify_due = False
+        self.notify_payload = {
+            "processor": self.name,
+            "file": params.shown,
+            "pipeline": session.info.pipeline,
+            "uuid": session.info.uuid,
+            "event": "finished",
+        }
+
+    def _next_chunk(self) -> np.ndarray:
+        """The file's next frame; pads (or wraps, when looping) at the end."""
+        start, end = self.position, self.position + self.frame
+        chunk = self.samples[start:end]
+        self.position = end
+        if len(chunk) == self.frame:
+            if self.position >= len(self.samples) and self.params.loop:
+                self.position = 0
+            elif self.position >= len(self.samples):
+                self.playing = False
+            return chunk
+        # The file ends inside this frame.
+        missing = self.frame - len(chunk)
+        if self.params.loop:
+            parts = [chunk]
+            while missing:
+                take = self.samples[:missing]
+                parts.append(take)
+                missing -= len(take)
+                self.position = len(take)
+            return np.concatenate(parts)
+        self.playing = False
+        return np.concatenate((chunk, self.silence[:missing]))
+
+    def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
+        if self._notify_due:
+            # The file's last frame left the pipeline on the previous cycle and is queued
+            # ahead of this notify, so Vonage answers it once that frame has been played.
+            self._notify_due = False
+            self.session.notify(self.notify_payload)
+        if not self.playing:
+            if self.params.mode == "mix":
+                return outbound
+            return self.silence
+        chunk = self._next_chunk()
+        if not self.playing:
+            self._notify_due = True
+        if self.params.factor != 1.0:
+            chunk = saturate(chunk * self.params.factor)
+        if self.params.mode == "replace" or outbound is None:
+            return chunk
+        return mix(outbound, chunk)
+
+    def on_event(self, event) -> None:
+        if event.kind == "dtmf" and self.params.stop_on_dtmf and self.playing:
+            self.playing = False
+            self._notify_due = False
+            log.info(
+                "file-inject: {file} stopped by DTMF {digit} uuid={uuid}",
+                file=self.params.shown, digit=event.digit, uuid=self.session.info.uuid,
+            )
+            self.session.clear()
+        elif event.kind == "notify" and event.payload == self.notify_payload:
+            log.info(
+                "file-inject: {file} has played to the caller uuid={uuid}",
+                file=self.params.shown, uuid=self.session.info.uuid, event="prompt_played",
+            )
+
+
+def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum two int16 signals with saturation; the shorter is padded with silence."""
+    if len(a) < len(b):
+        a, b = b, a
+    total = a.astype(np.int32)
+    total[: len(b)] += b
+    return saturate(total)
+
+
+@hookimpl
+def register_processors(register):
+    register(FileInject)

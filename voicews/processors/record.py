@@ -1,0 +1,295 @@
+"""record: write the call's audio to a WAV file per call, off the reactor thread.
+
+Processors run in the reactor thread, where a slow disk would delay every
+call's audio.  So ``process`` only appends bytes to a per-call buffer and,
+every half second, hands them to one shared writer thread through a queue.
+The writer uses the standard library's ``wave``, which rewrites the RIFF
+header after every write: a file is a valid WAV at every moment, even if the
+process is killed.  The ``stop`` hook makes the daemon wait, on SIGTERM, until
+the writer has written and closed everything the drained calls handed it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import string
+import threading
+import uuid as uuidlib
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from voicews import Processor, hookimpl
+from voicews.audio import SAMPLE_DTYPE
+
+log = Logger(namespace="voicews.processors.record")
+
+FIELDS = ("uuid", "conversation_uuid", "pipeline", "started")
+BATCH_FRAMES = 25  # hand the writer half a second at a time
+MAX_OUTBOUND_BACKLOG_FRAMES = 50 * 60  # output running ahead of the caller, kept for alignment
+
+
+@dataclass(frozen=True)
+class RecordParams:
+    path: str = "recordings/{started}-{uuid}.wav"
+    """Where to write, relative to config.yaml's folder; fields: {uuid},
+    {conversation_uuid}, {pipeline}, {started} (UTC, e.g. 20260102T030405Z)."""
+    what: Literal["inbound", "outbound", "both"] = "both"
+    """inbound: the caller; outbound: what the steps before this one produced
+    (put record last to capture what the caller hears); both: stereo, caller left."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    template: str
+    what: str
+
+
+def _check_template(template: str) -> None:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad path template {template!r}: {exc}") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in FIELDS:
+            known = ", ".join("{" + f + "}" for f in FIELDS)
+            raise ValueError(f"unknown field {{{field}}} in path (known fields: {known})")
+        if spec or conversion:
+            raise ValueError(f"field {{{field}}} takes no format spec or conversion")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe(value: object, fallback: str) -> str:
+    """A value from the call's headers made safe as one path component (no ``/``, no ``..``)."""
+    text = _UNSAFE.sub("_", str(value)) if value is not None else ""
+    text = text.lstrip(".")[:100]
+    return text or fallback
+
+
+class Record(Processor):
+    name = "record"
+    Params = RecordParams
+
+    @classmethod
+    def prepare(cls, params: RecordParams, context) -> Prepared:
+        _check_template(params.path)
+        if not params.path.strip():
+            raise ValueError("path must not be empty")
+        return Prepared(template=str(context.resolve(params.path)), what=params.what)
+
+    def __init__(self, session, params: Prepared) -> None:
+        super().__init__(session, params)
+        info = session.info
+        path = params.template.format(
+            uuid=_safe(info.uuid, uuidlib.uuid4().hex),
+            conversation_uuid=_safe(info.conversation_uuid, "none"),
+            pipeline=_safe(info.pipeline, "pipeline"),
+            started=info.started.strftime("%Y%m%dT%H%M%SZ"),
+        )
+        self.frame = info.frame_samples
+        self.channels = 2 if params.what == "both" else 1
+        self.pending: list[bytes] = []
+        self.pending_frames = 0
+        self.backlog = np.empty(0, dtype=SAMPLE_DTYPE)  # outbound not yet paired with inbound
+        self.file_id = WRITER.open(Path(path), self.channels, info.rate, info.uuid)
+
+    def _outbound_frame(self, outbound: np.ndarray | None) -> np.ndarray:
+        """Exactly one frame of the output, so the right channel stays in step with the left."""
+        if outbound is not None and len(outbound):
+            out = np.asarray(outbound).reshape(-1)
+            if out.dtype != SAMPLE_DTYPE:
+                out = np.clip(np.rint(out), -32768, 32767).astype(SAMPLE_DTYPE)
+            if not len(self.backlog) and len(out) == self.frame:
+                return out
+            self.backlog = np.concatenate((self.backlog, out))
+            limit = MAX_OUTBOUND_BACKLOG_FRAMES * self.frame
+            if len(self.backlog) > limit:
+                self.backlog = self.backlog[:limit]
+        frame = self.backlog[: self.frame]
+        self.backlog = self.backlog[self.frame :]
+        if len(frame) < self.frame:
+            frame = np.concatenate((frame, np.zeros(self.frame - len(frame), SAMPLE_DTYPE)))
+        return frame
+
+    def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
+        what = self.params.what
+        if what == "inbound":
+            data = inbound.tobytes()
+        elif what == "outbound":
+            data = self._outbound_frame(outbound).tobytes()
+        else:
+            stereo = np.empty((self.frame, 2), dtype=SAMPLE_DTYPE)
+            stereo[:, 0] = inbound
+            stereo[:, 1] = self._outbound_frame(outbound)
+            data = stereo.tobytes()
+        self.pending.append(data)
+        self.pending_frames += 1
+        if self.pending_frames >= BATCH_FRAMES:
+            self._hand_over()
+        return outbound
+
+    def _hand_over(self) -> None:
+        if self.pending:
+            WRITER.write(self.file_id, b"".join(self.pending))
+            self.pending.clear()
+            self.pending_frames = 0
+
+    def close(self) -> None:
+        self._hand_over()
+        WRITER.close(self.file_id)
+
+
+class Writer:
+    """One thread that owns every open recording; calls talk to it through a queue.
+
+    Errors (a folder that cannot be made, a full disk) are logged once per file
+    and the file is dropped; the call itself goes on.
+    """
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._next_id = 0
+        self.files: dict[int, wave.Wave_write | None] = {}  # writer thread only
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="voicews-record-writer", daemon=True
+                )
+                self._thread.start()
+
+    def open(self, path: Path, channels: int, rate: int, uuid: str | None) -> int:
+        self._ensure_thread()
+        self._next_id += 1
+        self.queue.put(("open", self._next_id, (path, channels, rate, uuid)))
+        return self._next_id
+
+    def write(self, file_id: int, data: bytes) -> None:
+        self.queue.put(("write", file_id, data))
+
+    def close(self, file_id: int) -> None:
+        self.queue.put(("close", file_id, None))
+
+    def idle(self) -> defer.Deferred | None:
+        """A Deferred that fires once everything queued so far is on disk and closed.
+
+        A marker in the queue rather than a thread waiting on ``queue.join``: a
+        writer stuck on a dead disk must not leave a thread that twistd would
+        wait for forever at exit (the service gives up after drain_timeout).
+        """
+        if self._thread is None:
+            return None
+        done: defer.Deferred = defer.Deferred()
+        self.queue.put(("barrier", 0, done))
+        return done
+
+    def _barrier(self, _file_id: int, done: defer.Deferred) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(done.callback, None)
+
+    def _run(self) -> None:
+        while True:
+            op, file_id, arg = self.queue.get()
+            try:
+                getattr(self, "_" + op)(file_id, arg)
+            except Exception as exc:  # never let one bad file stop every recording
+                self._fail(file_id, f"{type(exc).__name__}: {exc}")
+            finally:
+                self.queue.task_done()
+
+    def _report(self, level: str, fmt: str, **fields) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(getattr(log, level), fmt, **fields)
+
+    def _fail(self, file_id: int, reason: str) -> None:
+        handle = self.files.get(file_id)
+        self.files[file_id] = None
+        name = getattr(handle, "voicews_path", "?")
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                handle.close()
+        self._report("error", "recording {path} failed: {reason}", path=str(name), reason=reason)
+
+    def _open(self, file_id: int, arg) -> None:
+        path, channels, rate, uuid = arg
+        self.files[file_id] = None  # stays None if opening fails: writes are then dropped
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            target = _unused(path)
+            handle = wave.open(str(target), "wb")  # noqa: SIM115 - closed in _close
+        except (OSError, wave.Error) as exc:
+            self._report(
+                "error", "cannot record uuid={uuid} to {path}: {reason}", uuid=uuid,
+                path=str(path), reason=exc.strerror if isinstance(exc, OSError) else str(exc),
+            )
+            return
+        handle.setnchannels(channels)
+        handle.setsampwidth(SAMPLE_DTYPE.itemsize)
+        handle.setframerate(rate)
+        handle.writeframes(b"")  # header now, so even an empty call leaves a valid WAV
+        handle.voicews_path = target
+        handle.voicews_uuid = uuid
+        self.files[file_id] = handle
+        self._report(
+            "info", "recording uuid={uuid} to {path}", uuid=uuid, path=str(target),
+            event="recording_started",
+        )
+
+    def _write(self, file_id: int, data: bytes) -> None:
+        handle = self.files.get(file_id)
+        if handle is not None:
+            handle.writeframes(data)  # writeframes (not ...raw) patches the header each time
+
+    def _close(self, file_id: int, _arg) -> None:
+        handle = self.files.pop(file_id, None)
+        if handle is None:
+            return
+        frames = handle.getnframes()
+        rate = handle.getframerate()
+        handle.close()
+        self._report(
+            "info", "recording finished uuid={uuid} {path} ({seconds:.2f} s)",
+            uuid=handle.voicews_uuid, path=str(handle.voicews_path), seconds=frames / rate,
+            event="recording_finished",
+        )
+
+
+def _unused(path: Path) -> Path:
+    """`path`, or `name-2.wav`, `name-3.wav`... when a file of that name exists already."""
+    if not path.exists():
+        return path
+    n = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        n += 1
+
+
+WRITER = Writer()
+
+
+@hookimpl
+def register_processors(register):
+    register(Record)
+
+
+@hookimpl
+def stop():
+    return WRITER.idle()
