@@ -23,7 +23,9 @@ from pathlib import Path
 import yaml
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
+# --src DIR measures another voicews source tree (e.g. `git archive main`): before/after.
+_src = sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else str(BENCH.parent)
+sys.path.insert(0, _src)
 sys.path.insert(0, str(BENCH))
 
 from load import client_frame, test_payload  # noqa: E402
@@ -82,11 +84,19 @@ def make_protocol(pipeline: str):
 
     workdir = Path(tempfile.mkdtemp(prefix="voicews-micro-"))
     config = workdir / "config.yaml"
+    pipelines = {"echo": ["echo"], "gain": ["echo", {"gain": {"db": 6}}]}
+    pm = plugins.make_plugin_manager()
+    if "file-inject" in plugins.collect_processors(pm):
+        from run import write_tone
+
+        write_tone(workdir / "tone.wav")
+        pipelines["file-inject"] = [
+            "echo", {"file-inject": {"path": "tone.wav", "mode": "mix", "loop": True}},
+        ]
     config.write_text(yaml.safe_dump({
-        "pipelines": {"echo": ["echo"], "gain": ["echo", {"gain": {"db": 6}}]},
+        "pipelines": pipelines,
         "limits": {"max_lead_seconds": 1e9, "idle_timeout": 1e6},
     }))
-    pm = plugins.make_plugin_manager()
     runtime = Runtime(settings=load_settings(config, pm), pm=pm, clock=reactor)
     factory = CallFactory(runtime)
     from twisted.internet.address import IPv4Address
@@ -112,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipeline", default="echo")
     p.add_argument("--batch", type=int, default=1, help="frames per dataReceived call")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the frame loop")
+    p.add_argument("--src", help="voicews source tree to measure (default: this one)")
     args = p.parse_args(argv)
     proto, transport = make_protocol(args.pipeline)
     frame = client_frame(2, test_payload(320))

@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(t, REPO, "peer (websockets)" if t == "peer" else f"voicews:{t}") for t in targets]
     if args.compare_src:
         runs += [(t, Path(args.compare_src).resolve(), f"before:{t}")
-                 for t in targets if t in ("echo", "gain")]
+                 for t in targets if t != "peer"]
     rounds: dict[tuple[int, str], list[dict]] = {}
     for _ in range(args.repeat):
         for calls in counts:

@@ -34,8 +34,20 @@ def parse_content_type(value: object) -> int | None:
 
 
 def saturate(samples: np.ndarray) -> np.ndarray:
-    """Round and clip wider samples to int16: loud audio clips, it never wraps."""
-    return np.clip(np.rint(samples), INT16_MIN, INT16_MAX).astype(SAMPLE_DTYPE)
+    """Round and clip wider samples to int16: loud audio clips, it never wraps.
+
+    Runs on every frame of some pipelines, so it uses the bare ufuncs (in place
+    where the array is ours) rather than ``np.clip``'s Python wrapper, and rounds
+    only floats: about half the cost on a 20 ms frame.
+    """
+    samples = np.asarray(samples)
+    if samples.dtype.kind == "f":
+        wide = np.rint(samples)
+        np.maximum(wide, INT16_MIN, out=wide)
+    else:
+        wide = np.maximum(samples, INT16_MIN)
+    np.minimum(wide, INT16_MAX, out=wide)
+    return wide.astype(SAMPLE_DTYPE)
 
 
 def db_to_factor(db: float) -> float:
