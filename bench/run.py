@@ -216,9 +216,10 @@ def plot(results: list[dict], path: Path) -> bool:
     ax1.set(xlabel="concurrent calls", ylabel="server CPU µs per echoed frame",
             title="CPU per frame")
     ax2.set(xlabel="concurrent calls", ylabel="echo latency p99 (ms)", title="p99 latency")
+    ax1.set_ylim(bottom=0)
+    ax2.set_yscale("log")  # a saturated server's seconds beside a healthy one's milliseconds
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=0)
     ax1.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
