@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-from conftest import Daemon, base_config
 from sec_helpers import (
     PLUGIN,
     Witness,
@@ -29,6 +28,8 @@ from sec_helpers import (
     ws_frame,
 )
 from websockets.sync.client import connect
+
+from conftest import Daemon, base_config
 
 
 @pytest.fixture(scope="module")

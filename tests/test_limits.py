@@ -8,7 +8,6 @@ import socket
 import time
 
 import pytest
-from conftest import base_config
 from sec_helpers import (
     PLUGIN,
     Witness,
@@ -23,6 +22,8 @@ from sec_helpers import (
     wait_metric,
     ws_frame,
 )
+
+from conftest import base_config
 
 
 def closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:

@@ -74,4 +74,4 @@ def test_json_log_keeps_failures_as_tracebacks(start_daemon, tmp_path):
     records = [json.loads(line) for line in daemon.log().splitlines()]
     failed = [r for r in records if "traceback" in r]
     assert failed and "RuntimeError: kaboom" in failed[0]["traceback"]
-    assert failed[0]["uuid"] == "boom-1" and failed[0]["level"] == "critical"
+    assert failed[0]["uuid"] == "boom-1" and failed[0]["level"] == "error"

@@ -8,8 +8,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import REPO, base_config
 from wsclient import Call, band_level, peak_frequency, tone
+
+from conftest import REPO, base_config
 
 INVERT = '''
 from voicews import Processor, hookimpl

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import base_config
 from wsclient import Call, band_level, peak_frequency, tone
+
+from conftest import base_config
 
 
 def write_tone(path, rate, seconds, freq=440.0, channels=1, amplitude=0.5):

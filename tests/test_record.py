@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import base_config
 from wsclient import Call, tone
 
 from voicews.config import ConfigError, load_settings
+
+from conftest import base_config
 
 
 def wait_wav(path, frames, timeout=10.0):

@@ -7,12 +7,13 @@ import json
 import time
 
 import pytest
-from conftest import base_config
 from sec_helpers import echo_roundtrip, first_message, metric_or_zero, open_call, wait_metric
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from voicews.vonage_jwt import make_token
+
+from conftest import base_config
 
 SECRET = "test-signature-secret-0123456789abcdef"
 ANSWER = json.dumps({"uuid": "u-1", "conversation_uuid": "c-1", "from": "447700900001",

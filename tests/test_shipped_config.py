@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from conftest import REPO, Daemon
 from test_record import wait_wav
 from wsclient import Call, band_level, tone
+
+from conftest import REPO, Daemon
 
 SHIPPED = yaml.safe_load((REPO / "config.yaml").read_text())
 

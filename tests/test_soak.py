@@ -10,7 +10,6 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import base_config
 from sec_helpers import (
     echo_roundtrip,
     expect_close,
@@ -25,6 +24,8 @@ from sec_helpers import (
     ws_frame,
 )
 from websockets.sync.client import connect
+
+from conftest import base_config
 
 RSS_SLACK_KB = 4096
 
