@@ -16,10 +16,12 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from voicews import audiofile
+
 
 def tone(freq: float, seconds: float, rate: int, amplitude: float = 8000.0) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return np.rint(amplitude * np.sin(2 * np.pi * freq * t)).astype("<i2")
+    """audiofile.tone with the frequency first and the amplitude in sample units."""
+    return audiofile.tone(rate, seconds, freq, amplitude / audiofile.FULL_SCALE)
 
 
 def peak_frequency(samples: np.ndarray, rate: int) -> float:
