@@ -22,9 +22,7 @@ class Gain(Processor):
 
     @classmethod
     def prepare(cls, params: GainParams, context) -> float:
-        if not -96.0 <= params.db <= 96.0:
-            raise ValueError(f"db must be between -96 and 96, got {params.db}")
-        return db_to_factor(params.db)
+        return db_to_factor(params.db, "db")
 
     def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
         if outbound is None:
