@@ -7,10 +7,11 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from wsclient import peak_frequency
 
 from voicews import audiofile
 from voicews.config import ConfigError, load_settings
+
+from audio_checks import peak_frequency
 
 
 def write_tone(path, rate, channels=1, freq=440.0, seconds=0.5, **kwargs):

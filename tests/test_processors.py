@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from wsclient import Call, band_level, peak_frequency, tone
 
+from audio_checks import band_level, peak_frequency, tone
 from conftest import base_config
+from wire import Call
 
 
 def write_tone(path, rate, seconds, freq=440.0, channels=1, amplitude=0.5):
@@ -67,7 +68,7 @@ def test_replace_goes_silent_after_the_file_and_notifies_after_its_last_frame(
         "echo": ["echo"],
         "prompt": ["echo", {"file-inject": {"path": "../short.wav"}}],
     }))
-    with Call(d.ws, pipeline="prompt", headers={"uuid": "call-1"}) as call:
+    with Call(d.ws, pipeline="prompt", uuid="call-1") as call:
         caller = tone(1000, 0.4, 16000)
         got = call.exchange(caller)
         assert np.any(got[: 5 * 320] != 0)
@@ -136,7 +137,7 @@ def test_key_press_stops_playback_and_clears_vonage_buffer(start_daemon, tmp_pat
             "path": path, "mode": "mix", "loop": True, "stop_on_dtmf": True}}],
     }))
     voice = tone(440, 0.2, 16000, amplitude=4000)
-    with Call(d.ws, pipeline="hold", headers={"uuid": "barge"}) as call:
+    with Call(d.ws, pipeline="hold", uuid="barge") as call:
         got = call.exchange(voice)
         assert band_level(got, 16000, 1000) > 0.5
         call.dtmf("5")

@@ -55,7 +55,7 @@ def test_bad_calls_do_not_disturb_a_live_call(daemon):
     result = {}
 
     def good_call():
-        result["call"] = echo_call(daemon.ws, count=400, seed=7)
+        result["call"] = echo_call(daemon.ws, count=400, start=7)
 
     thread = threading.Thread(target=good_call)
     thread.start()
