@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from voicews.simulator import CallResult, CallSpec, simulate_many
 
-from audio_checks import band_level, peak_frequency, tone
+from audio_checks import band_level, peak_frequency, tone, write_tone
 from conftest import base_config
 from wire import Call
-
-
-def write_tone(path, rate, seconds, freq=440.0, channels=1, amplitude=0.5):
-    t = np.arange(int(rate * seconds)) / rate
-    mono = amplitude * np.sin(2 * np.pi * freq * t)
-    sf.write(str(path), mono if channels == 1 else np.column_stack([mono] * channels), rate)
-    return str(path)
 
 
 def spec(d, pipeline: str, says: np.ndarray | None = None, seconds: float = 1.0,
