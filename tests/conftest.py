@@ -24,6 +24,8 @@ import yaml
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 REPO = Path(__file__).resolve().parent.parent
+MISBEHAVE_PLUGIN = str(REPO / "tests" / "plugins" / "misbehave.py")
+"""Processors that raise, block, shrink or flood their output, for the bad-input tests."""
 
 
 def free_port() -> int:
@@ -122,6 +124,31 @@ class Daemon:
             if line.startswith(wanted + " "):
                 return float(line.split()[-1])
         raise AssertionError(f"{wanted} not in /metrics")
+
+    def metric_or_zero(self, name: str, labels: str = "") -> float:
+        """`metric`, with 0 for a labelled sample that has not been created yet."""
+        try:
+            return self.metric(name, labels)
+        except AssertionError:
+            return 0.0
+
+    def wait_metric(self, name: str, value: float, labels: str = "",
+                    timeout: float = 10.0) -> float:
+        """Wait until a /metrics sample equals `value` (calls end asynchronously); return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.metric(name, labels)
+            if got == value or time.monotonic() > deadline:
+                assert got == value, f"{name}{{{labels}}} = {got}, expected {value}"
+                return got
+            time.sleep(0.05)
+
+    def rss_kb(self) -> int:
+        """The daemon's resident memory now, from /proc (Linux)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

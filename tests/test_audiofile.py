@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from wsclient import peak_frequency
 
 from voicews import audiofile
 from voicews.config import ConfigError, load_settings
 
-
-def write_tone(path, rate, channels=1, freq=440.0, seconds=0.5, **kwargs):
-    t = np.arange(int(rate * seconds)) / rate
-    mono = 0.5 * np.sin(2 * np.pi * freq * t)
-    data = mono if channels == 1 else np.column_stack([mono] * channels)
-    sf.write(str(path), data, rate, **kwargs)
-    return path
+from audio_checks import peak_frequency, write_tone
 
 
 @pytest.mark.parametrize(
@@ -34,7 +28,7 @@ def write_tone(path, rate, channels=1, freq=440.0, seconds=0.5, **kwargs):
     ],
 )
 def test_decodes_and_resamples_every_format(tmp_path, name, rate, channels, fmt):
-    prompt = audiofile.load(write_tone(tmp_path / name, rate, channels, **fmt))
+    prompt = audiofile.load(Path(write_tone(tmp_path / name, rate, channels=channels, **fmt)))
     assert prompt.source_rate == rate and prompt.source_channels == channels
     for call_rate in (8000, 16000, 24000):
         samples = prompt.samples(call_rate)
@@ -61,7 +55,7 @@ def test_stereo_is_mixed_down_not_left_only(tmp_path):
 
 
 def test_one_buffer_per_file_and_rate_shared_by_every_load(tmp_path):
-    path = write_tone(tmp_path / "p.wav", 16000)
+    path = Path(write_tone(tmp_path / "p.wav", 16000))
     first, second = audiofile.load(path), audiofile.load(tmp_path / "." / "p.wav")
     assert first is second
     assert first.samples(8000) is second.samples(8000)

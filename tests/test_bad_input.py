@@ -13,28 +13,25 @@ import threading
 import time
 
 import pytest
-from conftest import Daemon, base_config
-from sec_helpers import (
-    PLUGIN,
+
+from conftest import MISBEHAVE_PLUGIN, Daemon, base_config
+from wire import (
+    Call,
     Witness,
-    echo_roundtrip,
-    expect_close,
+    closed_with,
     first_message,
     frame,
-    open_call,
     raw_handshake,
     raw_socket,
     reset,
-    wait_metric,
     ws_frame,
 )
-from websockets.sync.client import connect
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     config = base_config(
-        plugins=[PLUGIN],
+        plugins=[MISBEHAVE_PLUGIN],
         pipelines={
             "echo": ["echo"],
             "raiser": [{"raiser": {"frame": 3}}],
@@ -52,13 +49,7 @@ def daemon(tmp_path_factory):
 def witness(daemon):
     with Witness(daemon) as w:
         yield w
-    wait_metric(daemon, "voicews_active_calls", 0)
-
-
-def bad_first(daemon, message, binary=False):
-    with connect(daemon.ws, open_timeout=10) as ws:
-        ws.send(message if not binary else message.encode())
-        return expect_close(ws)
+    daemon.wait_metric("voicews_active_calls", 0)
 
 
 @pytest.mark.parametrize(
@@ -77,37 +68,37 @@ def bad_first(daemon, message, binary=False):
     ],
 )
 def test_bad_first_messages(daemon, witness, message, binary, code, reason):
-    got_code, got_reason = bad_first(daemon, message, binary)
+    got_code, got_reason = closed_with(daemon.ws, message.encode() if binary else message)
     assert got_code == code
     assert got_reason.startswith(reason), got_reason
 
 
 def test_wrong_sized_frames(daemon, witness):
     for size in (1, 320, 639, 641, 960, 7680):
-        ws = open_call(daemon)
-        echo_roundtrip(ws, 0, 2)
-        ws.send(b"\1" * size)
-        code, reason = expect_close(ws)
+        call = Call(daemon.ws, pipeline="echo")
+        call.echo_roundtrip(0, 2)
+        call.ws.send(b"\1" * size)
+        code, reason = call.wait_closed()
         assert code == 1007 and reason == f"frame of {size} bytes, expected 640"
     # 8 kHz and 24 kHz calls expect their own frame sizes.
-    for rate, size in ((8000, 320), (24000, 960)):
-        ws = open_call(daemon, rate=rate)
-        echo_roundtrip(ws, 0, 3, nbytes=size)
-        ws.close()
+    for rate in (8000, 24000):  # 320- and 960-byte frames
+        call = Call(daemon.ws, rate, pipeline="echo")
+        call.echo_roundtrip(0, 3)
+        call.close()
 
 
 def test_text_that_is_not_json(daemon, witness):
-    ws = open_call(daemon)
-    echo_roundtrip(ws, 0, 2)
-    ws.send("hello?")
-    assert expect_close(ws) == (1008, "text message is not JSON")
-    ws = open_call(daemon)
-    ws.send('{"no": "event"}')
-    assert expect_close(ws) == (1008, "text message has no event name")
+    call = Call(daemon.ws, pipeline="echo")
+    call.echo_roundtrip(0, 2)
+    call.ws.send("hello?")
+    assert call.wait_closed() == (1008, "text message is not JSON")
+    call = Call(daemon.ws, pipeline="echo")
+    call.ws.send('{"no": "event"}')
+    assert call.wait_closed() == (1008, "text message has no event name")
 
 
 def test_unknown_events_and_odd_dtmf_are_ignored(daemon, witness):
-    ws = open_call(daemon)
+    call = Call(daemon.ws, pipeline="echo")
     odd = [
         {"event": "websocket:whatever", "x": [1, 2]},
         {"event": "something-else"},
@@ -120,18 +111,18 @@ def test_unknown_events_and_odd_dtmf_are_ignored(daemon, witness):
         {"event": "websocket:cleared", "extra": "x" * 1000},
     ]
     for i, message in enumerate(odd):
-        ws.send(json.dumps(message))
-        echo_roundtrip(ws, i * 10, 3)  # the call carries on, bit-exact
-    ws.close()
+        call.send_event(message)
+        call.echo_roundtrip(i * 10, 3)  # the call carries on, bit-exact
+    call.close()
     assert "ignored unknown event 'whatever'" in daemon.log()
 
 
 def test_8mb_frame(daemon, witness):
-    ws = open_call(daemon)
-    echo_roundtrip(ws, 0, 2)
+    call = Call(daemon.ws, pipeline="echo")
+    call.echo_roundtrip(0, 2)
     with contextlib.suppress(Exception):  # the server may close before all 8 MB are sent
-        ws.send(b"\0" * (8 * 1024 * 1024))
-    assert expect_close(ws)[0] == 1009
+        call.ws.send(b"\0" * (8 * 1024 * 1024))
+    assert call.wait_closed()[0] == 1009
 
 
 def test_flood_of_resets(daemon, witness):
@@ -153,7 +144,7 @@ def test_flood_of_resets(daemon, witness):
         sock = raw_socket(daemon.port)
         sock.sendall(b"GET /socket HTTP/1.1\r\nHost: x\r\n")
         reset(sock)
-    wait_metric(daemon, "voicews_active_calls", 1)  # only the witness
+    daemon.wait_metric("voicews_active_calls", 1)  # only the witness
 
 
 def test_half_open_connections(daemon, witness):
@@ -189,10 +180,10 @@ def test_bad_webhooks(daemon, witness, path, body, ctype, status):
 
 
 def test_processor_that_raises(daemon, witness):
-    ws = open_call(daemon, "raiser")
-    echo_roundtrip(ws, 0, 2)
-    ws.send(frame(2))
-    assert expect_close(ws) == (1011, "processor error in pipeline raiser")
+    call = Call(daemon.ws, pipeline="raiser")
+    call.echo_roundtrip(0, 2)
+    call.ws.send(frame(2))
+    assert call.wait_closed() == (1011, "processor error in pipeline raiser")
     assert "RuntimeError: raiser: deliberate failure" in daemon.log()
 
 
@@ -209,7 +200,7 @@ def test_processor_that_blocks(daemon):
         i = 10**5
         while not stop.is_set():
             t = time.monotonic()
-            echo_roundtrip(w.ws, i, 1)
+            w.call.echo_roundtrip(i, 1)
             gaps.append(time.monotonic() - t)
             i += 1
             time.sleep(0.01)
@@ -217,46 +208,46 @@ def test_processor_that_blocks(daemon):
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     time.sleep(0.3)
-    ws = open_call(daemon, "sleeper")
-    echo_roundtrip(ws, 0, 5)  # frame 3 sleeps 1 s
+    call = Call(daemon.ws, pipeline="sleeper")
+    call.echo_roundtrip(0, 5)  # frame 3 sleeps 1 s
     time.sleep(0.3)
     stop.set()
     thread.join(10)
-    ws.close()
+    call.close()
     w.frames = len(gaps)
     w._stop.set()
-    echo_roundtrip(w.ws, 0, 5)
-    w.ws.close()
+    w.call.echo_roundtrip(0, 5)
+    w.call.close()
     print(f"\nwitness round trip: median {sorted(gaps)[len(gaps) // 2] * 1000:.1f} ms, "
           f"worst {max(gaps) * 1000:.0f} ms while a processor slept 1000 ms")
-    wait_metric(daemon, "voicews_active_calls", 0)
+    daemon.wait_metric("voicews_active_calls", 0)
 
 
 def test_processor_wrong_sized_output(daemon, witness):
     """100 samples out per 320-sample frame: the framer still sends exact 640-byte frames."""
-    ws = open_call(daemon, "shortener")
+    call = Call(daemon.ws, pipeline="shortener")
     sent = b""
     received = b""
     for i in range(32):
         f = frame(i)
-        ws.send(f)
+        call.ws.send(f)
         sent += f[:200]
     deadline = time.monotonic() + 10
     while len(received) < 10 * 640 and time.monotonic() < deadline:
-        msg = ws.recv(timeout=10)
+        msg = call.ws.recv(timeout=10)
         assert len(msg) == 640
         received += msg
     assert received == sent[: len(received)] and len(received) == 10 * 640
-    ws.close()
+    call.close()
 
 
 def test_metrics_after_bad_input(daemon):
     """After all of the above (this module runs in order), nothing is left open."""
-    wait_metric(daemon, "voicews_active_calls", 0)
+    daemon.wait_metric("voicews_active_calls", 0)
     health = daemon.get_json("/health")
     assert health["active_calls"] == 0
     # And the daemon still serves a fresh call, bit-exact.
-    ws = open_call(daemon)
-    echo_roundtrip(ws, 0, 20)
-    ws.close()
-    wait_metric(daemon, "voicews_active_calls", 0)
+    call = Call(daemon.ws, pipeline="echo")
+    call.echo_roundtrip(0, 20)
+    call.close()
+    daemon.wait_metric("voicews_active_calls", 0)

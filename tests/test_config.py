@@ -27,7 +27,8 @@ def write(tmp_path, text: str):
         ("limits: {max_calls: many}\n", "limits.max_calls: expected a whole number"),
         ("security: {websocket_auth: maybe}\n", "security.websocket_auth: expected one of none"),
         ("pipelines: {a: [nope]}\ndefault_pipeline: a\n",
-         "pipelines.a[0]: unknown processor 'nope' (known processors: echo, gain"),
+         "pipelines.a[0]: unknown processor 'nope' "
+         "(known processors: echo, file-inject, gain, record)"),
         ("pipelines: {a: [{gain: {db: loud}}]}\ndefault_pipeline: a\n",
          "pipelines.a[0].gain.db: expected a number, got str 'loud'"),
         ("pipelines: {a: [{gain: {volume: 3}}]}\ndefault_pipeline: a\n",

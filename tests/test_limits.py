@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import time
 
 import pytest
-from conftest import base_config
-from sec_helpers import (
-    PLUGIN,
+
+from conftest import MISBEHAVE_PLUGIN, base_config
+from wire import (
+    Call,
     Witness,
-    echo_roundtrip,
-    expect_close,
+    closed_by_server,
     frame,
-    open_call,
     raw_handshake,
     raw_socket,
     read_close_frame,
-    rss_kb,
-    wait_metric,
     ws_frame,
 )
-
-
-def closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:
-    """Whether the server ends the connection (FIN or RST) within `timeout`."""
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(4096):
-            pass
-        return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 @pytest.fixture
@@ -70,51 +53,51 @@ def test_incomplete_requests_are_dropped(strict):
         assert head.startswith(b"HTTP/1.1 101")
         assert read_close_frame(sock) == 1008
     assert strict.metric("voicews_rejected_total", 'reason="request_timeout"') == 3
-    wait_metric(strict, "voicews_active_calls", 0)
+    strict.wait_metric("voicews_active_calls", 0)
     assert "no first message within 1 s" in strict.log()
 
 
 def test_handshake_timeout_does_not_cut_a_call(strict):
     """The HTTP request deadline (1 s here) ends at the upgrade: a call with gaps longer
     than it, and lasting several times as long, is not touched."""
-    ws = open_call(strict)
+    call = Call(strict.ws, pipeline="echo")
     for i in range(4):
-        echo_roundtrip(ws, i, 1)
+        call.echo_roundtrip(i, 1)
         time.sleep(1.3)
-    echo_roundtrip(ws, 100, 10)
-    ws.close()
-    wait_metric(strict, "voicews_active_calls", 0)
+    call.echo_roundtrip(100, 10)
+    call.close()
+    strict.wait_metric("voicews_active_calls", 0)
     assert "closing call" not in strict.log()
 
 
 def test_idle_call_is_closed(start_daemon):
     daemon = start_daemon(base_config(limits={"idle_timeout": 1}))
     with Witness(daemon):
-        ws = open_call(daemon)
-        echo_roundtrip(ws, 0, 3)
-        code, reason = expect_close(ws)
+        call = Call(daemon.ws, pipeline="echo")
+        call.echo_roundtrip(0, 3)
+        code, reason = call.wait_closed()
         assert code == 1008 and reason == "no audio for 1 s"
-    wait_metric(daemon, "voicews_active_calls", 0)
+    daemon.wait_metric("voicews_active_calls", 0)
     assert daemon.metric("voicews_calls_total", 'outcome="idle",pipeline="echo"') == 1
 
 
 def test_max_call_length(start_daemon):
     daemon = start_daemon(base_config(limits={"max_call_seconds": 2}))
-    ws = open_call(daemon)
+    call = Call(daemon.ws, pipeline="echo")
     i = 0
     code = None
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            echo_roundtrip(ws, i, 1)
+            call.echo_roundtrip(i, 1)
         except Exception:
-            code, reason = expect_close(ws, 2)
+            code, reason = call.wait_closed(2)
             break
         i += 1
         time.sleep(0.02)
     assert code == 1000 and reason == "maximum call length reached"
     assert i > 50  # it ran for its two seconds first
-    wait_metric(daemon, "voicews_active_calls", 0)
+    daemon.wait_metric("voicews_active_calls", 0)
     assert daemon.metric("voicews_calls_total", 'outcome="max_length",pipeline="echo"') == 1
 
 
@@ -156,13 +139,12 @@ def test_body_limit_413_before_reading(strict):
                                       {"Content-Type": "application/json"}, "POST")
         assert status == 204
     assert strict.metric("voicews_rejected_total", 'reason="body_too_big"') == 3
-    wait_metric(strict, "voicews_active_calls", 0)
+    strict.wait_metric("voicews_active_calls", 0)
 
 
 def test_8mb_frame_closed_1009_without_buffering(strict):
     with Witness(strict):
-        pid = strict.proc.pid
-        before = rss_kb(pid)
+        before = strict.rss_kb()
         sock, head = raw_handshake(strict.port)
         assert head.startswith(b"HTTP/1.1 101")
         sock.sendall(ws_frame(b'{"content-type": "audio/l16;rate=16000"}', opcode=1))
@@ -171,45 +153,44 @@ def test_8mb_frame_closed_1009_without_buffering(strict):
         assert read_close_frame(sock) == 1009
         sock.close()
         # The same through a normal client sending all 8 MB.
-        ws = open_call(strict)
-        echo_roundtrip(ws, 0, 2)
+        call = Call(strict.ws, pipeline="echo")
+        call.echo_roundtrip(0, 2)
         with contextlib.suppress(Exception):  # the server may close before all 8 MB are sent
-            ws.send(b"\0" * (8 * 1024 * 1024))
-        code, _ = expect_close(ws)
+            call.ws.send(b"\0" * (8 * 1024 * 1024))
+        code, _ = call.wait_closed()
         assert code == 1009
-        grown = rss_kb(pid) - before
+        grown = strict.rss_kb() - before
     assert grown < 4096, f"RSS grew {grown} kB"
-    wait_metric(strict, "voicews_active_calls", 0)
+    strict.wait_metric("voicews_active_calls", 0)
 
 
 def test_output_bound_drops_not_grows(start_daemon):
     """A processor producing 10 s of audio per 20 ms frame: output runs at most
     max_lead ahead, max_buffer_seconds wait, the rest is dropped and counted."""
     daemon = start_daemon(base_config(
-        plugins=[PLUGIN],
+        plugins=[MISBEHAVE_PLUGIN],
         pipelines={"echo": ["echo"], "flood": [{"flood": {"seconds": 10}}]},
         limits={"max_lead_seconds": 1, "max_buffer_seconds": 2},
     ))
-    pid = daemon.proc.pid
     with Witness(daemon):
-        ws = open_call(daemon, "flood")
-        before = rss_kb(pid)
+        call = Call(daemon.ws, pipeline="flood")
+        before = daemon.rss_kb()
         started = time.monotonic()
         for i in range(50):  # one second of caller audio = 500 s of output asked for
-            ws.send(frame(i))
+            call.ws.send(frame(i))
             time.sleep(0.02)
         received = 0
         try:
             while True:
-                msg = ws.recv(timeout=0.5)
+                msg = call.ws.recv(timeout=0.5)
                 assert len(msg) == 640
                 received += 1
         except TimeoutError:
             pass
         elapsed = time.monotonic() - started
-        grown = rss_kb(pid) - before
-        ws.close()
-    wait_metric(daemon, "voicews_active_calls", 0)
+        grown = daemon.rss_kb() - before
+        call.close()
+    daemon.wait_metric("voicews_active_calls", 0)
     dropped = daemon.metric("voicews_frames_dropped_total")
     # 25,000 frames asked for; about 50 (lead) + 100 (queue) + 50 per second elapsed sent.
     assert received <= 150 + 50 * elapsed + 50, (received, elapsed)

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from sec_helpers import echo_roundtrip, expect_close, frame, open_call, wait_metric
+from wire import Call, frame
 
 
 def test_metrics_are_fed(daemon):
-    ws = open_call(daemon, "echo")
-    echo_roundtrip(ws, 0, 40)
+    call = Call(daemon.ws, pipeline="echo")
+    call.echo_roundtrip(0, 40)
     # Live values at scrape time, while the call is up.
     assert daemon.metric("voicews_active_calls") == 1
     assert daemon.metric("voicews_frames_in_total") == 40
     assert daemon.metric("voicews_frames_out_total") == 40
-    ws.close()
-    wait_metric(daemon, "voicews_active_calls", 0)
+    call.close()
+    daemon.wait_metric("voicews_active_calls", 0)
     # Ended calls keep their counts.
     assert daemon.metric("voicews_frames_in_total") == 40
-    ws = open_call(daemon, "louder")
-    echo_roundtrip_any(ws, 24)
-    ws.send(b"\0")
-    assert expect_close(ws)[0] == 1007
-    wait_metric(daemon, "voicews_active_calls", 0)
+    call = Call(daemon.ws, pipeline="louder")
+    echo_roundtrip_any(call, 24)
+    call.ws.send(b"\0")
+    assert call.wait_closed()[0] == 1007
+    daemon.wait_metric("voicews_active_calls", 0)
     assert daemon.metric("voicews_frames_in_total") == 64
     assert daemon.metric("voicews_frames_out_total") == 64
     assert daemon.metric("voicews_calls_total", 'outcome="hangup",pipeline="echo"') == 1
@@ -34,8 +34,8 @@ def test_metrics_are_fed(daemon):
     assert daemon.metric("voicews_rejected_total", 'reason="bad_request"') == 1
 
 
-def echo_roundtrip_any(ws, count: int) -> None:
+def echo_roundtrip_any(call: Call, count: int) -> None:
     """Frames whose reply is not the same bytes (a gain step): count them back."""
     for i in range(count):
-        ws.send(frame(i))
-        assert len(ws.recv(timeout=10)) == 640
+        call.ws.send(frame(i))
+        assert len(call.ws.recv(timeout=10)) == 640

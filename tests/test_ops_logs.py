@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import base_config
-from wire import LiveCall, echo_call, random_frames
+from wire import Call, echo_call, random_frames
 
 
 def test_text_log_has_one_line_at_start_and_end_of_a_call(start_daemon):
@@ -25,7 +25,7 @@ def test_json_log_format_writes_one_json_object_per_line_with_fields(start_daemo
     sent, got = echo_call(daemon.ws, count=200, pipeline="echo", uuid="json-1",
                           conversation_uuid="conv-1")
     assert got == sent
-    rejected = LiveCall(daemon.ws, pipeline="nope", uuid="json-2")
+    rejected = Call(daemon.ws, pipeline="nope", uuid="json-2")
     assert rejected.wait_closed()[0] == 1008
     daemon.wait_log('"call_ended"')
     assert daemon.stop() == 0
@@ -67,11 +67,11 @@ def test_json_log_keeps_failures_as_tracebacks(start_daemon, tmp_path):
     config = base_config(log_format="json", plugins=[str(plugin)])
     config["pipelines"]["boom"] = ["boom"]
     daemon = start_daemon(config)
-    call = LiveCall(daemon.ws, pipeline="boom", uuid="boom-1")
+    call = Call(daemon.ws, pipeline="boom", uuid="boom-1")
     call.ws.send(random_frames(1)[0])
     assert call.wait_closed()[0] == 1011
     daemon.wait_log('"call_ended"')
     records = [json.loads(line) for line in daemon.log().splitlines()]
     failed = [r for r in records if "traceback" in r]
     assert failed and "RuntimeError: kaboom" in failed[0]["traceback"]
-    assert failed[0]["uuid"] == "boom-1" and failed[0]["level"] == "critical"
+    assert failed[0]["uuid"] == "boom-1" and failed[0]["level"] == "error"

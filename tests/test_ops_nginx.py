@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from conftest import REPO, base_config, free_port
-from wire import LiveCall, random_frames
+from wire import Call, random_frames
 
 EXAMPLE = REPO / "deploy" / "nginx.conf"
 
@@ -123,10 +123,10 @@ def test_two_processes_behind_nginx_both_take_calls(start_daemon, nginx):
         endpoint = ncco[-1]["endpoint"][0]
         assert endpoint["uri"] == f"ws://127.0.0.1:{balancer}/socket"
         # The calls overlap, as real ones do; each is bit-exact through the proxy.
-        calls.append(LiveCall(endpoint["uri"], **endpoint["headers"]))
+        calls.append(Call(endpoint["uri"], **endpoint["headers"]))
     for i, call in enumerate(calls):
-        frames = random_frames(25, seed=i)
-        assert call.exchange(frames) == frames
+        frames = random_frames(25, start=25 * i)
+        assert call.exchange_frames(frames) == frames
     for call in calls:
         call.close()
 

@@ -8,7 +8,7 @@ import numpy as np
 import yaml
 
 from conftest import base_config
-from wire import LiveCall, RudeCall, echo_call, random_frames
+from wire import Call, RudeCall, echo_call, random_frames
 
 # A processor plugin that is not built in: it turns the caller's audio upside down.
 INVERT_PLUGIN = '''
@@ -35,9 +35,9 @@ def write_config(daemon, config: dict) -> None:
 
 def test_sighup_adds_a_pipeline_and_live_calls_keep_theirs(start_daemon):
     daemon = start_daemon()
-    live = LiveCall(daemon.ws, pipeline="echo", uuid="live-1")
-    before = random_frames(20, seed=1)
-    assert live.exchange(before) == before
+    live = Call(daemon.ws, pipeline="echo", uuid="live-1")
+    before = random_frames(20)
+    assert live.exchange_frames(before) == before
 
     # The new file redefines `echo` as louder and adds `quiet`.
     config = base_config()
@@ -49,12 +49,12 @@ def test_sighup_adds_a_pipeline_and_live_calls_keep_theirs(start_daemon):
     assert daemon.get_json("/health")["pipelines"] == ["echo", "louder", "quiet"]
 
     # The live call still runs the echo it started with: bit-exact.
-    after = random_frames(50, seed=2)
-    assert live.exchange(after) == after
+    after = random_frames(50, start=20)
+    assert live.exchange_frames(after) == after
     # New calls get the new pipelines.
-    sent, got = echo_call(daemon.ws, pipeline="quiet", seed=3)
+    sent, got = echo_call(daemon.ws, pipeline="quiet", start=3)
     assert len(got) == len(sent) and got != sent
-    sent, got = echo_call(daemon.ws, pipeline="echo", seed=4)
+    sent, got = echo_call(daemon.ws, pipeline="echo", start=4)
     assert len(got) == len(sent) and got != sent
     live.close()
     log = daemon.wait_log("call ended uuid=live-1")
@@ -86,7 +86,7 @@ def test_sighup_with_a_broken_file_keeps_the_old_config(start_daemon):
 def test_sighup_loads_plugins_listed_anew(start_daemon):
     daemon = start_daemon()
     (daemon.workdir / "invert.py").write_text(INVERT_PLUGIN)
-    live = LiveCall(daemon.ws, pipeline="upside-down")
+    live = Call(daemon.ws, pipeline="upside-down")
     assert live.wait_closed() == (1008, "unknown pipeline 'upside-down'")
 
     config = base_config(plugins=["invert.py"])
@@ -105,9 +105,9 @@ def test_sighup_loads_plugins_listed_anew(start_daemon):
 
 def test_sigterm_says_goodbye_1001_and_exits_0(start_daemon):
     daemon = start_daemon(base_config(drain_timeout=10))
-    live = LiveCall(daemon.ws, pipeline="echo", uuid="drained-1")
+    live = Call(daemon.ws, pipeline="echo", uuid="drained-1")
     frames = random_frames(5)
-    assert live.exchange(frames) == frames
+    assert live.exchange_frames(frames) == frames
 
     daemon.signal(signal.SIGTERM)
     assert live.wait_closed() == (1001, "server shutting down")

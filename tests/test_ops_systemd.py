@@ -136,14 +136,14 @@ def test_two_workers_share_one_socket_and_a_drain_leaves_it_open(tmp_path):
         for worker in workers:
             worker.wait_log(f"voicews listening on 127.0.0.1:{port}")
         for i in range(4):
-            sent, got = echo_call(workers[0].ws, count=10, seed=i, uuid=f"shared-{i}")
+            sent, got = echo_call(workers[0].ws, count=10, start=10 * i, uuid=f"shared-{i}")
             assert got == sent
 
         # Worker 1 drains and exits; the port stays open and worker 2 takes the calls.
         workers[0].signal(signal.SIGTERM)
         assert workers[0].proc.wait(20) == 0
         for i in range(4, 7):
-            sent, got = echo_call(workers[1].ws, count=10, seed=i, uuid=f"shared-{i}")
+            sent, got = echo_call(workers[1].ws, count=10, start=10 * i, uuid=f"shared-{i}")
             assert got == sent
             workers[1].wait_log(f"call started uuid=shared-{i} ")
     finally:

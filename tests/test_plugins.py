@@ -8,8 +8,10 @@ import textwrap
 
 import numpy as np
 import pytest
+
+from audio_checks import band_level, peak_frequency, tone
 from conftest import REPO, base_config
-from wsclient import Call, band_level, peak_frequency, tone
+from wire import Call
 
 INVERT = '''
 from voicews import Processor, hookimpl
@@ -72,7 +74,7 @@ def test_the_keypad_example_plays_the_key_tone_and_notifies(start_daemon):
         plugins=[str(REPO / "plugins" / "keypad.py")],
         pipelines={"echo": ["echo"], "keypad": ["echo", {"keypad-tones": {"seconds": 0.2}}]},
     ))
-    with Call(d.ws, pipeline="keypad", headers={"uuid": "k"}) as call:
+    with Call(d.ws, pipeline="keypad", uuid="k") as call:
         call.exchange(np.zeros(320 * 3, "<i2"))
         call.dtmf("5")
         got = call.exchange(np.zeros(320 * 15, "<i2"))
@@ -93,12 +95,12 @@ def test_a_raising_processor_closes_only_its_own_call(start_daemon, tmp_path):
         plugins=[plugin], pipelines={"echo": ["echo"], "fragile": ["echo", "boom"]},
     ))
     voice = tone(440, 1.0, 16000)
-    with Call(d.ws, pipeline="fragile", headers={"uuid": "bad"}) as bad, \
-            Call(d.ws, pipeline="echo", headers={"uuid": "good"}) as good:
+    with Call(d.ws, pipeline="fragile", uuid="bad") as bad, \
+            Call(d.ws, pipeline="echo", uuid="good") as good:
         np.testing.assert_array_equal(bad.exchange(voice[: 4 * 320]), voice[: 4 * 320])
         np.testing.assert_array_equal(good.exchange(voice[:3200]), voice[:3200])
         bad.send_audio(voice[4 * 320 : 5 * 320])
-        assert bad.wait_closed() == 1011
+        assert bad.wait_closed()[0] == 1011
         np.testing.assert_array_equal(good.exchange(voice[3200:]), voice[3200:])
     log = d.wait_log("call ended uuid=bad")
     assert log.count("RuntimeError: boom on frame 5") == 1
@@ -260,8 +262,8 @@ def test_a_processor_failing_at_call_start_closes_the_steps_already_made(start_d
         "echo": ["echo"],
         "broken": [{"record": {"path": str(tmp_path / "{uuid}.wav")}}, "fails-at-start"],
     }))
-    with Call(d.ws, pipeline="broken", headers={"uuid": "early"}) as call:
-        assert call.wait_closed() == 1011
+    with Call(d.ws, pipeline="broken", uuid="early") as call:
+        assert call.wait_closed()[0] == 1011
     log = d.wait_log("recording finished uuid=early")
     assert log.count("ValueError: cannot start") == 1
     assert "processor raised during start in pipeline broken uuid=early" in log

@@ -1,20 +1,40 @@
 """Builtin processors through a real twistd: gain, file-inject (replace, mix, loop, barge-in,
-notify), several calls on different pipelines at once."""
+notify), several calls on different pipelines at once.
+
+Calls are played by the call simulator, except where a test needs to see exactly when a
+command arrives among the frames (`wire.Call`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile as sf
+
+from voicews.simulator import CallResult, CallSpec, simulate_many
+
+from audio_checks import band_level, peak_frequency, tone, write_tone
 from conftest import base_config
-from wsclient import Call, band_level, peak_frequency, tone
+from wire import Call
 
 
-def write_tone(path, rate, seconds, freq=440.0, channels=1, amplitude=0.5):
-    t = np.arange(int(rate * seconds)) / rate
-    mono = amplitude * np.sin(2 * np.pi * freq * t)
-    sf.write(str(path), mono if channels == 1 else np.column_stack([mono] * channels), rate)
-    return str(path)
+def spec(d, pipeline: str, says: np.ndarray | None = None, seconds: float = 1.0,
+         rate: int = 16000, uuid: str | None = None, **fields) -> CallSpec:
+    """A simulated call on `pipeline`: the caller says `says` (at the call's rate) or keeps
+    quiet for `seconds`; frames go out unpaced and the call ends when the reply is in."""
+    if says is not None:
+        seconds = len(says) / rate
+    headers = {"pipeline": pipeline, **({"uuid": uuid} if uuid else {})}
+    return CallSpec(socket_uri=d.ws, content_type=f"audio/l16;rate={rate}", headers=headers,
+                    play=says, play_rate=rate, seconds=seconds, fast=True, **fields)
+
+
+def play(*specs: CallSpec) -> list[CallResult]:
+    """Run the calls at once; each must end cleanly with a frame back for every frame sent."""
+    results = simulate_many(specs)
+    for result in results:
+        assert result.ok, result.error
+        assert result.frames_received == result.frames_sent, result.summary()
+    return results
 
 
 def test_gain_6db_is_x1995_and_12db_saturates_without_sign_flip(start_daemon):
@@ -25,20 +45,19 @@ def test_gain_6db_is_x1995_and_12db_saturates_without_sign_flip(start_daemon):
         "quieter": ["echo", {"gain": {"db": -6}}],
     }))
     quiet = tone(300, 0.5, 16000, amplitude=4000)
-    with Call(d.ws, pipeline="louder") as call:
-        got = call.exchange(quiet)
+    loud = tone(300, 0.5, 16000, amplitude=30000)
+    louder, loud12, quieter = play(spec(d, "louder", quiet), spec(d, "loud12", loud),
+                                   spec(d, "quieter", quiet))
+    got = louder.received
     ratio = np.sqrt(np.mean(got.astype(float) ** 2) / np.mean(quiet.astype(float) ** 2))
     assert ratio == pytest.approx(1.995, rel=0.01)
     np.testing.assert_array_equal(got, np.rint(quiet * 10 ** (6 / 20)).astype("<i2"))
 
-    loud = tone(300, 0.5, 16000, amplitude=30000)
-    with Call(d.ws, pipeline="loud12") as call:
-        got = call.exchange(loud)
+    got = loud12.received
     assert got.max() == 32767 and got.min() == -32768
     assert not np.any((loud > 0) & (got < 0)) and not np.any((loud < 0) & (got > 0))
 
-    with Call(d.ws, pipeline="quieter") as call:
-        got = call.exchange(quiet)
+    got = quieter.received
     np.testing.assert_array_equal(got, np.rint(quiet * 10 ** (-6 / 20)).astype("<i2"))
 
 
@@ -50,8 +69,8 @@ def test_file_inject_plays_a_440hz_file_at_440hz_into_an_8khz_call(
     d = start_daemon(base_config(pipelines={
         "echo": ["echo"], "prompt": [{"file-inject": {"path": path}}],
     }))
-    with Call(d.ws, rate=8000, pipeline="prompt") as call:
-        got = call.exchange(np.zeros(8000, "<i2"))  # one second of caller silence
+    [call] = play(spec(d, "prompt", seconds=1.0, rate=8000))  # one second of caller silence
+    got = call.received
     assert abs(peak_frequency(got, 8000) - 440) <= 2
     assert band_level(got, 8000, 440) > 0.99  # a clean tone: no aliasing, no clicks
     rms = np.sqrt(np.mean(got.astype(float) ** 2))
@@ -66,7 +85,7 @@ def test_replace_goes_silent_after_the_file_and_notifies_after_its_last_frame(
         "echo": ["echo"],
         "prompt": ["echo", {"file-inject": {"path": "../short.wav"}}],
     }))
-    with Call(d.ws, pipeline="prompt", headers={"uuid": "call-1"}) as call:
+    with Call(d.ws, pipeline="prompt", uuid="call-1") as call:
         caller = tone(1000, 0.4, 16000)
         got = call.exchange(caller)
         assert np.any(got[: 5 * 320] != 0)
@@ -89,13 +108,13 @@ def test_mix_lets_the_caller_hear_their_echo_and_the_file(start_daemon, tmp_path
         "echo": ["echo"], "mixed": ["echo", {"file-inject": {"path": path, "mode": "mix"}}],
     }))
     voice = tone(440, 1.0, 16000, amplitude=8000)
-    with Call(d.ws, pipeline="mixed") as call:
-        got = call.exchange(voice)
+    [call] = play(spec(d, "mixed", voice))
+    got = call.received
     during, after = got[:8000], got[8000:]
     assert band_level(during, 16000, 440) > 0.3 and band_level(during, 16000, 1000) > 0.3
     assert band_level(during, 16000, 440) + band_level(during, 16000, 1000) > 0.99
     np.testing.assert_array_equal(after, voice[8000:])  # after the file: the echo alone
-    assert sum(1 for m in call.texts() if m.get("action") == "notify") == 1
+    assert sum(1 for m in call.commands if m.get("action") == "notify") == 1
 
 
 def test_mix_saturates_and_level_scales_the_file(start_daemon, tmp_path):
@@ -106,11 +125,10 @@ def test_mix_saturates_and_level_scales_the_file(start_daemon, tmp_path):
         "soft": [{"file-inject": {"path": path, "level": -6}}],
     }))
     loud = np.full(8000, 30000, "<i2")
-    with Call(d.ws, pipeline="mixed") as call:
-        got = call.exchange(loud)
+    mixed, soft = play(spec(d, "mixed", loud), spec(d, "soft", seconds=0.5))
+    got = mixed.received
     assert got.max() == 32767 and got.min() > 0  # clipped at the top, never wrapped negative
-    with Call(d.ws, pipeline="soft") as call:
-        got = call.exchange(np.zeros(8000, "<i2"))
+    got = soft.received
     rms = np.sqrt(np.mean(got.astype(float) ** 2))
     assert rms == pytest.approx(0.9 * 32768 / np.sqrt(2) * 10 ** (-6 / 20), rel=0.03)
 
@@ -120,11 +138,11 @@ def test_loop_plays_on_without_a_notify(start_daemon, tmp_path):
     d = start_daemon(base_config(pipelines={
         "echo": ["echo"], "looped": [{"file-inject": {"path": path, "loop": True}}],
     }))
-    with Call(d.ws, pipeline="looped") as call:
-        got = call.exchange(np.zeros(16000, "<i2"))
+    [call] = play(spec(d, "looped", seconds=1.0))
+    got = call.received
     np.testing.assert_array_equal(got, np.tile(got[:800], 20))  # the 800-sample file, again
     assert abs(peak_frequency(got, 16000) - 400) <= 2  # no gap or click at the seams
-    assert call.texts() == []
+    assert call.commands == []
 
 
 def test_key_press_stops_playback_and_clears_vonage_buffer(start_daemon, tmp_path):
@@ -134,17 +152,14 @@ def test_key_press_stops_playback_and_clears_vonage_buffer(start_daemon, tmp_pat
         "hold": ["echo", {"file-inject": {
             "path": path, "mode": "mix", "loop": True, "stop_on_dtmf": True}}],
     }))
-    voice = tone(440, 0.2, 16000, amplitude=4000)
-    with Call(d.ws, pipeline="hold", headers={"uuid": "barge"}) as call:
-        got = call.exchange(voice)
-        assert band_level(got, 16000, 1000) > 0.5
-        call.dtmf("5")
-        assert call.wait_text() == {"action": "clear"}
-        got = call.exchange(voice)
-        np.testing.assert_array_equal(got, voice)  # the file has stopped: echo alone
-        call.dtmf("6")
-        call.exchange(voice)
-    assert [m for m in call.texts()] == [{"action": "clear"}]
+    voice = tone(440, 0.2, 16000, amplitude=4000)  # ten frames
+    # Key 5 pressed after the first ten frames, key 6 after the next ten.
+    [call] = play(spec(d, "hold", np.tile(voice, 3), uuid="barge",
+                       dtmf=[("5", 0.2), ("6", 0.4)]))
+    got = call.received
+    assert band_level(got[:3200], 16000, 1000) > 0.5
+    np.testing.assert_array_equal(got[3200:6400], voice)  # the file has stopped: echo alone
+    assert call.commands == [{"action": "clear"}]
     d.wait_log("file-inject: " + path + " stopped by DTMF 5 uuid=barge")
 
 
@@ -156,18 +171,9 @@ def test_two_calls_on_different_pipelines_each_get_their_own(start_daemon, tmp_p
         "low": [{"file-inject": {"path": low}}],
         "high": [{"file-inject": {"path": high}}],
     }))
-    with Call(d.ws, rate=8000, pipeline="low") as a, \
-            Call(d.ws, rate=16000, pipeline="high") as b, \
-            Call(d.ws, rate=16000, pipeline="echo") as c:
-        voice = tone(700, 1.0, 16000)
-        got_a, got_b, got_c = [], [], []
-        for i in range(50):
-            a.send_silence(1)
-            b.send_silence(1)
-            c.send_audio(voice[i * 320 : (i + 1) * 320])
-            got_a.append(a.receive_frames(1))
-            got_b.append(b.receive_frames(1))
-            got_c.append(c.receive_frames(1))
-    assert abs(peak_frequency(np.concatenate(got_a), 8000) - 440) <= 2
-    assert abs(peak_frequency(np.concatenate(got_b), 16000) - 1000) <= 2
-    np.testing.assert_array_equal(np.concatenate(got_c), voice)
+    voice = tone(700, 1.0, 16000)
+    a, b, c = play(spec(d, "low", seconds=1.0, rate=8000), spec(d, "high", seconds=1.0),
+                   spec(d, "echo", voice))
+    assert abs(peak_frequency(a.received, 8000) - 440) <= 2
+    assert abs(peak_frequency(b.received, 16000) - 1000) <= 2
+    np.testing.assert_array_equal(c.received, voice)

@@ -9,10 +9,12 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import base_config
-from wsclient import Call, tone
 
 from voicews.config import ConfigError, load_settings
+
+from audio_checks import tone
+from conftest import base_config
+from wire import Call
 
 
 def wait_wav(path, frames, timeout=10.0):
@@ -41,7 +43,7 @@ def test_record_writes_what_the_caller_said_and_heard(start_daemon, tmp_path, wh
     d = start_daemon(rec_config(tmp_path, what))
     voice = tone(440, 1.0, 16000, amplitude=6000)
     headers = {"uuid": "u-1", "conversation_uuid": "CON-9"}
-    with Call(d.ws, pipeline="rec", headers=headers) as call:
+    with Call(d.ws, pipeline="rec", **headers) as call:
         heard = call.exchange(voice)
     info, data = wait_wav(tmp_path / "rec" / "rec-u-1-CON-9.wav", 16000)
     assert (info.format, info.subtype, info.samplerate) == ("WAV", "PCM_16", 16000)
@@ -56,7 +58,7 @@ def test_record_writes_what_the_caller_said_and_heard(start_daemon, tmp_path, wh
 def test_record_survives_an_abrupt_disconnect(start_daemon, tmp_path):
     d = start_daemon(rec_config(tmp_path))
     voice = tone(300, 0.6, 16000)
-    call = Call(d.ws, pipeline="rec", headers={"uuid": "gone"})
+    call = Call(d.ws, pipeline="rec", uuid="gone")
     call.exchange(voice)  # every frame has been through the pipeline
     call.abort()
     info, data = wait_wav(tmp_path / "rec" / "rec-gone-none.wav", len(voice))
@@ -68,10 +70,10 @@ def test_record_survives_an_abrupt_disconnect(start_daemon, tmp_path):
 def test_record_is_finished_before_the_daemon_exits_on_sigterm(start_daemon, tmp_path):
     d = start_daemon(rec_config(tmp_path))
     voice = tone(300, 0.7, 16000)  # 35 frames: the last 10 are handed over only at close
-    call = Call(d.ws, pipeline="rec", headers={"uuid": "term"})
+    call = Call(d.ws, pipeline="rec", uuid="term")
     call.exchange(voice)
     d.signal(signal.SIGTERM)
-    assert call.wait_closed() == 1001
+    assert call.wait_closed()[0] == 1001
     assert d.proc.wait(20) == 0
     assert "recording finished uuid=term" in d.log()
     info = sf.info(str(tmp_path / "rec" / "rec-term-none.wav"))
@@ -83,11 +85,11 @@ def test_record_is_finished_before_the_daemon_exits_on_sigterm(start_daemon, tmp
 def test_header_values_cannot_escape_the_recording_folder(start_daemon, tmp_path):
     d = start_daemon(rec_config(tmp_path))
     headers = {"uuid": "../../escape", "conversation_uuid": "/etc/passwd"}
-    with Call(d.ws, pipeline="rec", headers=headers) as call:
+    with Call(d.ws, pipeline="rec", **headers) as call:
         call.exchange(np.zeros(320, "<i2"))
     name = "rec-_.._escape-_etc_passwd"  # "/" became "_": one file name, in the folder
     wait_wav(tmp_path / "rec" / f"{name}.wav", 320)
-    with Call(d.ws, pipeline="rec", headers=headers) as call:  # same name: not overwritten
+    with Call(d.ws, pipeline="rec", **headers) as call:  # same name: not overwritten
         call.exchange(np.zeros(640, "<i2"))
     wait_wav(tmp_path / "rec" / f"{name}-2.wav", 640)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.wav")) == [
@@ -97,7 +99,7 @@ def test_header_values_cannot_escape_the_recording_folder(start_daemon, tmp_path
 def test_a_path_that_cannot_be_written_logs_and_the_call_goes_on(start_daemon, tmp_path):
     d = start_daemon(rec_config(tmp_path, path="/proc/voicews-no/{uuid}.wav"))
     voice = tone(300, 0.6, 16000)
-    with Call(d.ws, pipeline="rec", headers={"uuid": "nowhere"}) as call:
+    with Call(d.ws, pipeline="rec", uuid="nowhere") as call:
         heard = call.exchange(voice)
     np.testing.assert_array_equal(heard, np.rint(voice * 10 ** (6 / 20)).astype("<i2"))
     log = d.wait_log("cannot record uuid=nowhere to /proc/voicews-no/nowhere.wav")

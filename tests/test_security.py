@@ -7,12 +7,12 @@ import json
 import time
 
 import pytest
-from conftest import base_config
-from sec_helpers import echo_roundtrip, first_message, metric_or_zero, open_call, wait_metric
 from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
 
 from voicews.vonage_jwt import make_token
+
+from conftest import base_config
+from wire import Call, RudeCall
 
 SECRET = "test-signature-secret-0123456789abcdef"
 ANSWER = json.dumps({"uuid": "u-1", "conversation_uuid": "c-1", "from": "447700900001",
@@ -100,9 +100,8 @@ def test_health_open_metrics_token(start_daemon):
 
 def handshake_status(daemon, headers=None) -> int:
     try:
-        with connect(daemon.ws, additional_headers=headers or {}, open_timeout=10) as ws:
-            ws.send(first_message(pipeline="echo"))
-            echo_roundtrip(ws, 0, 3)
+        with Call(daemon.ws, handshake_headers=headers, pipeline="echo") as call:
+            call.echo_roundtrip(0, 3)
             return 101
     except InvalidStatus as exc:
         return exc.response.status_code
@@ -123,7 +122,7 @@ def test_socket_vonage_auth(start_daemon):
     # Refused handshakes never reached a pipeline: only the accepted call started.
     assert daemon.log().count("call started") == 1
     assert daemon.metric("voicews_rejected_total", 'reason="socket_auth"') == 4
-    wait_metric(daemon, "voicews_active_calls", 0)
+    daemon.wait_metric("voicews_active_calls", 0)
 
 
 def test_socket_custom_auth(start_daemon):
@@ -154,17 +153,17 @@ def test_public_interface_warning(start_daemon):
 
 def test_max_calls_503_until_a_call_ends(start_daemon):
     daemon = start_daemon(base_config(limits={"max_calls": 2}))
-    first, second = open_call(daemon), open_call(daemon)
-    echo_roundtrip(first, 0, 2)
-    echo_roundtrip(second, 0, 2)
+    first, second = Call(daemon.ws, pipeline="echo"), Call(daemon.ws, pipeline="echo")
+    first.echo_roundtrip(0, 2)
+    second.echo_roundtrip(0, 2)
     assert handshake_status(daemon) == 503
     assert daemon.metric("voicews_rejected_total", 'reason="max_calls"') == 1
     first.close()
-    wait_metric(daemon, "voicews_active_calls", 1)
+    daemon.wait_metric("voicews_active_calls", 1)
     assert handshake_status(daemon) == 101
     second.close()
-    wait_metric(daemon, "voicews_active_calls", 0)
-    assert metric_or_zero(daemon, "voicews_rejected_total", 'reason="max_calls"') == 1
+    daemon.wait_metric("voicews_active_calls", 0)
+    assert daemon.metric_or_zero("voicews_rejected_total", 'reason="max_calls"') == 1
 
 
 def test_draining_refuses_new_sockets_503(daemon):
@@ -173,10 +172,7 @@ def test_draining_refuses_new_sockets_503(daemon):
     import http.client
     import signal
 
-    from sec_helpers import raw_handshake, ws_frame
-
-    call, head = raw_handshake(daemon.port)  # a call that will not answer the goodbye
-    call.sendall(ws_frame(first_message().encode(), opcode=1))
+    call = RudeCall(daemon.ws)  # a call that will not answer the goodbye
     daemon.wait_log("call started")
     conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
     conn.request("GET", "/health")

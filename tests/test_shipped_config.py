@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from conftest import REPO, Daemon
 from test_record import wait_wav
-from wsclient import Call, band_level, tone
+
+from audio_checks import band_level, tone
+from conftest import REPO, Daemon
+from wire import Call
 
 SHIPPED = yaml.safe_load((REPO / "config.yaml").read_text())
 
@@ -38,7 +40,7 @@ def test_shipped_config_lists_the_example_plugins():
 @pytest.mark.parametrize("pipeline", sorted(SHIPPED["pipelines"]))
 def test_every_shipped_pipeline_serves_a_call(shipped, pipeline):
     voice = tone(440, 1.0, 16000, amplitude=3000)
-    with Call(shipped.ws, pipeline=pipeline, headers={"uuid": f"shipped-{pipeline}"}) as call:
+    with Call(shipped.ws, pipeline=pipeline, uuid=f"shipped-{pipeline}") as call:
         got = call.exchange(voice)
         if pipeline == "keypad":
             call.dtmf("1")

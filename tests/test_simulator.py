@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import serve
 
+from voicews.audiofile import load_audio, read_wav, tone, write_wav
 from voicews.simulator import CallSpec, main, simulate, simulate_call, simulate_socket
 from voicews.vonage_jwt import bearer, verify_token
-from voicews.wavio import load_audio, read_wav, tone, write_wav
 
 from conftest import REPO, base_config
 

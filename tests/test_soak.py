@@ -11,20 +11,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from conftest import base_config
-from sec_helpers import (
-    echo_roundtrip,
-    expect_close,
+from wire import (
+    Call,
+    closed_with,
     first_message,
     frame,
-    open_call,
     raw_handshake,
     raw_socket,
     reset,
-    rss_kb,
-    wait_metric,
     ws_frame,
 )
-from websockets.sync.client import connect
 
 RSS_SLACK_KB = 4096
 
@@ -32,15 +28,16 @@ RSS_SLACK_KB = 4096
 def one_call(daemon, i: int) -> str:
     kind = i % 10
     if kind <= 4:
-        ws = open_call(daemon, "echo" if kind % 2 else "louder", rate=(8000, 16000, 24000)[i % 3])
-        nbytes = (320, 640, 960)[i % 3]
+        call = Call(daemon.ws, (8000, 16000, 24000)[i % 3],
+                    pipeline="echo" if kind % 2 else "louder")
         if kind % 2:
-            echo_roundtrip(ws, i * 100, 25, nbytes)
+            call.echo_roundtrip(i * 100, 25)
         else:
+            nbytes = call.frame * 2
             for n in range(25):
-                ws.send(frame(n, nbytes))
-                assert len(ws.recv(timeout=10)) == nbytes
-        ws.close()
+                call.ws.send(frame(n, nbytes))
+                assert len(call.ws.recv(timeout=10)) == nbytes
+        call.close()
         return "ok"
     if kind == 5:  # reset mid-call
         sock, _ = raw_handshake(daemon.port)
@@ -50,15 +47,13 @@ def one_call(daemon, i: int) -> str:
         reset(sock)
         return "reset"
     if kind == 6:  # garbage first message
-        with connect(daemon.ws, open_timeout=10) as ws:
-            ws.send(b"\x00\xffgarbage" * 10)
-            assert expect_close(ws)[0] == 1003
+        assert closed_with(daemon.ws, b"\x00\xffgarbage" * 10)[0] == 1003
         return "garbage"
     if kind == 7:  # wrong-sized frame
-        ws = open_call(daemon)
-        echo_roundtrip(ws, 0, 3)
-        ws.send(b"\1" * 641)
-        assert expect_close(ws)[0] == 1007
+        call = Call(daemon.ws, pipeline="echo")
+        call.echo_roundtrip(0, 3)
+        call.ws.send(b"\1" * 641)
+        assert call.wait_closed()[0] == 1007
         return "bad_frame"
     if kind == 8:  # half a handshake, then reset
         sock = raw_socket(daemon.port)
@@ -84,17 +79,16 @@ def run_round(daemon, start: int, count: int) -> list[str]:
 def test_soak(start_daemon):
     daemon = start_daemon(base_config(limits={"handshake_timeout": 2,
                                               "first_message_timeout": 2}))
-    pid = daemon.proc.pid
     run_round(daemon, 0, 100)  # warm-up: imports, allocator pools, metric label children
-    wait_metric(daemon, "voicews_active_calls", 0)
+    daemon.wait_metric("voicews_active_calls", 0)
     time.sleep(0.5)
-    baseline = rss_kb(pid)
+    baseline = daemon.rss_kb()
     started = time.monotonic()
     results = run_round(daemon, 100, 300)
     elapsed = time.monotonic() - started
-    wait_metric(daemon, "voicews_active_calls", 0)
+    daemon.wait_metric("voicews_active_calls", 0)
     time.sleep(0.5)
-    final = rss_kb(pid)
+    final = daemon.rss_kb()
     print(f"\nsoak: 300 calls in {elapsed:.1f} s, RSS {baseline} kB -> {final} kB "
           f"({final - baseline:+d} kB)")
     assert results.count("ok") == 150

@@ -1,4 +1,7 @@
-"""The Vonage socket on a real daemon: echo bit-exact, bad first messages, events."""
+"""The Vonage socket on a real daemon: echo bit-exact, bad first messages, events.
+
+Well-behaved calls are played by the call simulator; the odd and the malformed by `wire`.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,26 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
+from voicews.simulator import simulate_socket
+
 from conftest import base_config
-from wire import closed_with, echo_call, first_message, random_frames
+from wire import closed_with, first_message, random_frames
+
+
+def noise(frames: int, rate: int, start: int = 0) -> np.ndarray:
+    """Full-scale noise, `frames` 20 ms long: any change to any sample shows."""
+    return np.frombuffer(b"".join(random_frames(frames, start, rate)), "<i2")
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 24000])
 def test_echo_is_bit_exact_in_order_at_every_rate(daemon, rate):
-    sent, received = echo_call(daemon.ws, rate=rate, count=250, pipeline="echo")
-    assert all(len(frame) == rate // 50 * 2 for frame in received)
-    assert received == sent
+    sent = noise(250, rate)
+    result = simulate_socket(daemon.ws, f"audio/l16;rate={rate}", {"pipeline": "echo"},
+                             play=sent, play_rate=rate, seconds=5.0, fast=True)
+    assert result.ok, result.error
+    assert result.wrong_sized == []
+    assert result.frames_sent == result.frames_received == 250
+    np.testing.assert_array_equal(result.received, sent)
 
 
 def test_first_message_without_event_key_is_accepted(daemon):
@@ -54,8 +68,10 @@ def test_bad_calls_do_not_disturb_a_live_call(daemon):
     """A good call streams while garbage arrives on other sockets; it stays bit-exact."""
     result = {}
 
+    sent = noise(400, 16000, start=7)
+
     def good_call():
-        result["call"] = echo_call(daemon.ws, count=400, seed=7)
+        result["call"] = simulate_socket(daemon.ws, play=sent, seconds=8.0, fast=True)
 
     thread = threading.Thread(target=good_call)
     thread.start()
@@ -64,28 +80,31 @@ def test_bad_calls_do_not_disturb_a_live_call(daemon):
         code, _ = closed_with(daemon.ws, *messages)
         assert code in (1003, 1008)
     thread.join(30)
-    sent, received = result["call"]
-    assert received == sent
+    call = result["call"]
+    assert call.ok, call.error
+    np.testing.assert_array_equal(call.received, sent)
     log = daemon.wait_log("unknown pipeline 'nope'")
     assert "known pipelines: echo, louder" in log
     assert daemon.get_json("/health")["active_calls"] == 0
 
 
 def test_pipeline_header_picks_the_pipeline(daemon):
-    sent, received = echo_call(daemon.ws, rate=8000, count=20, pipeline="louder")
-    x = np.frombuffer(b"".join(sent), "<i2").astype(float)
-    y = np.frombuffer(b"".join(received), "<i2").astype(float)
+    sent = noise(20, 8000)
+    result = simulate_socket(daemon.ws, "audio/l16;rate=8000", {"pipeline": "louder"},
+                             play=sent, play_rate=8000, seconds=0.4, fast=True)
+    assert result.ok, result.error
+    x = sent.astype(float)
+    y = result.received.astype(float)
     expected = np.clip(np.rint(x * 10 ** (6 / 20)), -32768, 32767)
     assert np.array_equal(y, expected)
 
 
 def test_default_pipeline_when_the_header_is_absent(start_daemon):
     daemon = start_daemon(base_config(default_pipeline="louder"))
-    frame = (b"\x10\x00" * 160)  # every sample 16
-    with connect(daemon.ws) as ws:
-        ws.send(first_message(8000))
-        ws.send(frame)
-        assert ws.recv(timeout=5) == (b"\x20\x00" * 160)  # 16 x 1.995 = 31.9 -> 32
+    result = simulate_socket(daemon.ws, "audio/l16;rate=8000", play=np.full(160, 16, "<i2"),
+                             play_rate=8000, seconds=0.02, fast=True)
+    assert result.ok, result.error
+    np.testing.assert_array_equal(result.received, np.full(160, 32))  # 16 x 1.995 = 31.9 -> 32
 
 
 def test_events_reach_the_pipeline_and_unknown_events_are_ignored(daemon):

@@ -1,19 +1,27 @@
-"""Minimal Vonage-side socket clients for tests that need what Vonage never would do.
+"""Vonage-side socket clients for tests that need what Vonage never would do, or a held call.
 
-Well-behaved calls in tests go through the `voicews-call` simulator's library API; these exist
-for the malformed, the oversized and the rude, and for calls held open across a reload or a
-shutdown.  `RudeCall` speaks WebSocket over a bare TCP socket so it can ignore the server's
-goodbye, which a real WebSocket library would answer by itself.
+Well-behaved calls in tests go through the `voicews-call` simulator's library API
+(`voicews.simulator`); this module is for the rest:
+
+- `Call`: a call held open while the test acts around it (a reload, a shutdown, a key press
+  at an exact frame, an odd event, a malformed frame), recording everything it receives;
+- `closed_with`: a socket whose first messages are bad, and the close it gets;
+- `RudeCall` and the raw-socket helpers: WebSocket over a bare TCP socket, so a test can
+  send half a handshake, a frame that lies about its length, or ignore the server's goodbye
+  (a WebSocket library would answer it by itself);
+- `Witness`: a live echo call that must stay bit-exact while a test misbehaves beside it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
 import struct
-from contextlib import ExitStack
+import threading
+import time
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -21,65 +29,147 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 
-def first_message(rate: int = 16000, **headers) -> str:
+def first_message(rate: int = 16000, **fields) -> str:
+    """Vonage's first text message on the socket, with `fields` as the call's headers."""
     return json.dumps(
-        {"event": "websocket:connected", "content-type": f"audio/l16;rate={rate}", **headers}
+        {"event": "websocket:connected", "content-type": f"audio/l16;rate={rate}", **fields}
     )
 
 
-def random_frames(count: int, seed: int = 0, rate: int = 16000) -> list[bytes]:
-    rng = np.random.default_rng(seed)
-    return [
-        rng.integers(-32768, 32768, rate // 50, dtype=np.int64).astype("<i2").tobytes()
-        for _ in range(count)
-    ]
+def frame(i: int, nbytes: int = 640) -> bytes:
+    """Frame number `i`: deterministic full-scale noise, a different frame for every `i`."""
+    return np.random.default_rng(i).bytes(nbytes)
 
 
-class LiveCall:
-    """An open call: send frames, read back what the pipeline sends."""
+def random_frames(count: int, start: int = 0, rate: int = 16000) -> list[bytes]:
+    """`count` consecutive 20 ms frames at `rate`, numbered from `start` (see `frame`)."""
+    return [frame(i, rate // 50 * 2) for i in range(start, start + count)]
 
-    def __init__(self, url: str, rate: int = 16000, **headers) -> None:
-        self._stack = ExitStack()
-        self.ws = self._stack.enter_context(connect(url, max_size=None, open_timeout=10))
-        self.ws.send(first_message(rate, **headers))
 
-    def exchange(self, frames: list[bytes]) -> list[bytes]:
-        """Send `frames`; return as many binary frames as came back (text is skipped)."""
-        for frame in frames:
-            self.ws.send(frame)
-        received: list[bytes] = []
-        while len(received) < len(frames):
-            message = self.ws.recv(timeout=10)
-            if isinstance(message, bytes):
-                received.append(message)
-        return received
+class Call:
+    """One call held open on the daemon's socket: send audio, frames and events, read back.
 
-    def wait_closed(self, timeout: float = 20) -> tuple[int, str]:
-        """Read until the server closes; the (code, reason) it closed with."""
+    The first message carries `fields` (``pipeline=``, ``uuid=`` ...).  Everything the daemon
+    sends is kept in `received` in arrival order: audio frames as bytes, text parsed as JSON.
+    `handshake_headers` go on the HTTP upgrade request (``Authorization`` ...).
+    """
+
+    def __init__(self, url: str, rate: int = 16000, *, handshake_headers: dict | None = None,
+                 **fields) -> None:
+        self.rate = rate
+        self.frame = rate // 50
+        # Entered as a context manager (closed in close/__exit__): websockets 17.1 warns otherwise.
+        self.ws = connect(url, additional_headers=handshake_headers or {}, open_timeout=10,
+                          close_timeout=5, max_size=None).__enter__()
+        self.ws.send(first_message(rate, **fields))
+        self.received: list[bytes | dict] = []
+
+    def send_audio(self, samples: np.ndarray) -> int:
+        """Send `samples` as whole frames (the last padded with silence); returns frames sent."""
+        samples = np.asarray(samples, dtype="<i2")
+        pad = (-len(samples)) % self.frame
+        if pad:
+            samples = np.concatenate((samples, np.zeros(pad, "<i2")))
+        chunks = samples.reshape(-1, self.frame)
+        for chunk in chunks:
+            self.ws.send(chunk.tobytes())
+        return len(chunks)
+
+    def send_silence(self, count: int) -> None:
+        self.send_audio(np.zeros(count * self.frame, "<i2"))
+
+    def send_event(self, event: dict) -> None:
+        self.ws.send(json.dumps(event))
+
+    def dtmf(self, digit: str, duration: int = 200) -> None:
+        self.send_event({"event": "websocket:dtmf", "digit": digit, "duration": duration})
+
+    def _recv(self, timeout: float) -> bytes | dict:
+        message = self.ws.recv(timeout=timeout)
+        item = message if isinstance(message, bytes) else json.loads(message)
+        self.received.append(item)
+        return item
+
+    def receive_raw(self, count: int, timeout: float = 10.0) -> list[bytes]:
+        """The next `count` audio frames (text in between is kept in `received` only)."""
+        deadline = time.monotonic() + timeout
+        got: list[bytes] = []
+        while len(got) < count:
+            item = self._recv(max(0.01, deadline - time.monotonic()))
+            if isinstance(item, bytes):
+                assert len(item) == self.frame * 2, f"frame of {len(item)} bytes"
+                got.append(item)
+        return got
+
+    def receive_frames(self, count: int, timeout: float = 10.0) -> np.ndarray:
+        """Wait for `count` more audio frames; return them as one int16 array."""
+        return np.frombuffer(b"".join(self.receive_raw(count, timeout)), dtype="<i2")
+
+    def exchange(self, samples: np.ndarray, timeout: float = 10.0) -> np.ndarray:
+        """Send `samples` frame by frame and collect one frame back per frame sent."""
+        return self.receive_frames(self.send_audio(samples), timeout)
+
+    def exchange_frames(self, sent: list[bytes], timeout: float = 10.0) -> list[bytes]:
+        """Send `sent` as they are; return as many audio frames as came back."""
+        for message in sent:
+            self.ws.send(message)
+        return self.receive_raw(len(sent), timeout)
+
+    def echo_roundtrip(self, start: int, count: int) -> None:
+        """Frames `start`.. one at a time, in lockstep: each must come back next, bit-exact."""
+        for i in range(start, start + count):
+            sent = frame(i, self.frame * 2)
+            self.ws.send(sent)
+            assert self._recv(10) == sent, f"frame {i} came back different"
+
+    def texts(self) -> list[dict]:
+        return [item for item in self.received if isinstance(item, dict)]
+
+    def wait_text(self, timeout: float = 10.0) -> dict:
+        """The next text message, skipping audio frames."""
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self._recv(max(0.01, deadline - time.monotonic()))
+            if isinstance(item, dict):
+                return item
+
+    def wait_closed(self, timeout: float = 20.0) -> tuple[int, str]:
+        """Read until the daemon closes the socket; the (code, reason) it closed with."""
+        deadline = time.monotonic() + timeout
         try:
-            while True:
-                self.ws.recv(timeout=timeout)
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    self._recv(max(0.01, deadline - time.monotonic()))
         except ConnectionClosed as exc:
             assert exc.rcvd is not None, "closed without a close frame"
             return exc.rcvd.code, exc.rcvd.reason
+        raise AssertionError("server did not close the socket")
 
     def close(self) -> None:
-        self._stack.close()
+        self.ws.close()
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close handshake (a caller vanishing)."""
+        reset(self.ws.socket)
+
+    def __enter__(self) -> Call:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(Exception):
+            self.ws.close()
 
 
-def echo_call(url: str, count: int = 50, seed: int = 0, rate: int = 16000, **headers):
-    """A whole call: (frames sent, binary frames received)."""
-    frames = random_frames(count, seed, rate)
-    call = LiveCall(url, rate, **headers)
-    try:
-        return frames, call.exchange(frames)
-    finally:
-        call.close()
+def echo_call(url: str, count: int = 50, start: int = 0, rate: int = 16000, **fields):
+    """A whole call of `count` frames: (frames sent, audio frames received)."""
+    sent = random_frames(count, start, rate)
+    with Call(url, rate, **fields) as call:
+        return sent, call.exchange_frames(sent)
 
 
 def closed_with(url: str, *messages, timeout: float = 10) -> tuple[int, str]:
-    """Send `messages` and return the (code, reason) the server closed with."""
-    with connect(url, max_size=None) as ws:
+    """Open a socket, send `messages` (no first message of ours); the (code, reason) it got."""
+    with connect(url, max_size=None, open_timeout=10) as ws:
         try:
             for message in messages:
                 ws.send(message)
@@ -91,45 +181,152 @@ def closed_with(url: str, *messages, timeout: float = 10) -> tuple[int, str]:
     raise AssertionError("server did not close")
 
 
+class Witness:
+    """A live echo call running in a thread while a test misbehaves next to it.
+
+    It exchanges frames in lockstep (send one, receive it back) and records the
+    first mismatch or error; ``stop()`` checks it stayed bit-exact throughout.
+    """
+
+    def __init__(self, daemon) -> None:
+        self.daemon = daemon
+        self.frames = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self.call = Call(daemon.ws, pipeline="echo")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Witness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            i = 0
+            while not self._stop.is_set():
+                self.call.echo_roundtrip(i, 1)
+                i += 1
+                self.frames = i
+                time.sleep(0.005)
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(20)
+        assert self.error is None, f"witness call broke: {self.error!r}"
+        assert self.frames > 0, "witness call exchanged no frames"
+        self.call.echo_roundtrip(10**6, 5)  # still bit-exact afterwards
+        self.call.close()
+
+
+# -- raw sockets: what a WebSocket library would not let a client do ------------------------
+
+
+def raw_socket(port: int, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def raw_handshake(port: int, path: str = "/socket", headers: dict | None = None,
+                  timeout: float = 10.0) -> tuple[socket.socket, bytes]:
+    """A WebSocket handshake over a plain socket; returns the socket and the response head."""
+    sock = raw_socket(port, timeout)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+        "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head
+
+
+def ws_frame(payload: bytes, opcode: int = 2, length: int | None = None) -> bytes:
+    """A masked client frame; `length` may claim more than `payload` holds."""
+    n = len(payload) if length is None else length
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def read_close_frame(sock: socket.socket) -> int | None:
+    """Read server frames until a close frame; its code (None when the socket just ended)."""
+    buf = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+        while len(buf) >= 2:
+            opcode, n = buf[0] & 0x0F, buf[1] & 0x7F
+            off = 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, off = struct.unpack(">H", buf[2:4])[0], 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, off = struct.unpack(">Q", buf[2:10])[0], 10
+            if len(buf) < off + n:
+                break
+            payload, buf = buf[off : off + n], buf[off + n :]
+            if opcode == 8:
+                return struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+
+
+def closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:
+    """Whether the server ends the connection (FIN or RST) within `timeout`, ignoring data."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the peer sees a TCP RST, not a goodbye."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
 class RudeCall:
     """A call that opens properly, then never reads again (so never answers a close)."""
 
-    def __init__(self, url: str, **headers) -> None:
+    def __init__(self, url: str, **fields) -> None:
         parts = urlsplit(url)
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = self.sock.recv(4096)
-            assert chunk, f"connection closed during handshake: {response!r}"
-            response += chunk
-        assert response.startswith(b"HTTP/1.1 101"), response
-        self._send_text(first_message(**headers).encode())
-
-    def _send_text(self, payload: bytes) -> None:
-        assert len(payload) < 126
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
+        self.sock, head = raw_handshake(parts.port, parts.path)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.sock.sendall(ws_frame(first_message(**fields).encode(), opcode=1))
 
     def closed_by_server(self, timeout: float = 20) -> bool:
         """Whether the server dropped the TCP connection (read to EOF, ignoring frames)."""
-        self.sock.settimeout(timeout)
-        try:
-            while self.sock.recv(65536):
-                pass
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
-        return True
+        return closed_by_server(self.sock, timeout)
 
     def close(self) -> None:
         self.sock.close()

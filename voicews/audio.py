@@ -50,6 +50,12 @@ def saturate(samples: np.ndarray) -> np.ndarray:
     return wide.astype(SAMPLE_DTYPE)
 
 
-def db_to_factor(db: float) -> float:
-    """Amplitude factor of a level in dB: +6 dB is x1.995."""
+MAX_DB = 96.0
+"""The whole int16 range: a level change beyond it only makes silence or a square wave."""
+
+
+def db_to_factor(db: float, name: str = "level") -> float:
+    """Amplitude factor of a level in dB: +6 dB is x1.995.  Refuses levels beyond +/-96 dB."""
+    if not -MAX_DB <= db <= MAX_DB:
+        raise ValueError(f"{name} must be between -96 and 96 dB, got {db:g}")
     return float(10.0 ** (db / 20.0))

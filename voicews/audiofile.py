@@ -1,4 +1,4 @@
-"""Audio files for prompts: decode once, resample once per call rate, share the result.
+"""Audio files: decode once, resample once per call rate, share the result.
 
 A prompt is decoded with libsndfile (through ``soundfile``: PCM WAV of any
 width, float WAV, FLAC, OGG/Vorbis, MP3, ...), mixed down to mono and
@@ -9,6 +9,8 @@ re-decodes only files that changed.
 
 Decoding happens when config.yaml is loaded (a processor's ``prepare``), so a
 missing or undecodable file stops the daemon at start rather than failing a call.
+The call simulator reads the files it plays and writes what it heard through the
+same functions, so both sides of a test decode and resample alike.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import numpy as np
 import soundfile
 import soxr
 
-from voicews.audio import RATES, saturate
+from voicews.audio import RATES, SAMPLE_DTYPE, saturate
+
+FULL_SCALE = 32768.0
+"""soundfile maps int16 to floats by dividing by this; multiplying restores them exactly."""
 
 _cache: dict[tuple[str, int, int], Prompt] = {}
 _lock = threading.Lock()  # prepare runs in the reactor thread, but tests and tools may not
@@ -67,10 +72,16 @@ def decode(path: Path) -> tuple[np.ndarray, int, int]:
 
 
 def resample(mono: np.ndarray, source_rate: int, rate: int) -> np.ndarray:
-    """Resample with libsoxr (band-limited, no aliasing) and convert to read-only int16."""
-    if source_rate != rate:
+    """Resample with libsoxr (band-limited, no aliasing) to read-only int16 at `rate`.
+
+    `mono` is float in [-1, 1] or int16; int16 at the same rate comes back unchanged.
+    """
+    mono = np.asarray(mono)
+    if mono.dtype.kind in "iu":
+        mono = mono.astype(np.float64) / FULL_SCALE
+    if source_rate != rate and len(mono):
         mono = soxr.resample(mono, source_rate, rate, quality="HQ")
-    samples = saturate(mono * 32768.0)
+    samples = saturate(mono * FULL_SCALE)
     samples.flags.writeable = False
     return samples
 
@@ -106,3 +117,33 @@ def cache_size() -> int:
     """How many decoded files are held (for tests and diagnostics)."""
     with _lock:
         return len(_cache)
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """A sound file as int16 mono at its own rate (channels averaged)."""
+    mono, rate, _ = decode(Path(path))
+    return saturate(mono * FULL_SCALE), rate
+
+
+def load_audio(path: str | Path, rate: int) -> np.ndarray:
+    """A sound file as int16 mono at `rate`, exactly as the simulator plays it."""
+    return resample(*read_audio(path), rate)
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """A sound file's first channel as int16 exactly as stored, and its rate."""
+    data, rate = soundfile.read(str(path), dtype="int16", always_2d=True)
+    return np.ascontiguousarray(data[:, 0]), rate
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
+    """Write int16 samples (mono, or one column per channel) as a 16-bit PCM WAV file."""
+    soundfile.write(
+        str(path), np.asarray(samples, dtype=SAMPLE_DTYPE), rate, subtype="PCM_16", format="WAV"
+    )
+
+
+def tone(rate: int, seconds: float, hz: float = 440.0, level: float = 0.3) -> np.ndarray:
+    """A sine tone as int16 at `level` of full scale, for tests and for trying a pipeline."""
+    t = np.arange(int(round(rate * seconds)), dtype=np.float64) / rate
+    return saturate(level * np.sin(2 * np.pi * hz * t) * FULL_SCALE)

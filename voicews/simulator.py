@@ -43,8 +43,8 @@ from websockets.asyncio.client import connect
 from voicews import __version__
 from voicews.audio import FRAME_SECONDS, SAMPLE_DTYPE, frame_bytes, frame_samples
 from voicews.audio import parse_content_type as rate_of
+from voicews.audiofile import read_audio, resample, write_wav
 from voicews.vonage_jwt import make_token
-from voicews.wavio import read_audio, resample, write_wav
 
 log = logging.getLogger("voicews.simulator")
 

@@ -53,15 +53,14 @@ class FileInject(Processor):
 
     @classmethod
     def prepare(cls, params: FileInjectParams, context) -> Prepared:
-        if not -96.0 <= params.level <= 96.0:
-            raise ValueError(f"level must be between -96 and 96 dB, got {params.level}")
+        factor = db_to_factor(params.level)
         prompt = load(context.resolve(params.path))
         return Prepared(
             prompt=prompt,
             shown=params.path,
             mode=params.mode,
             loop=params.loop,
-            factor=db_to_factor(params.level),
+            factor=factor,
             stop_on_dtmf=params.stop_on_dtmf,
         )
 

@@ -43,9 +43,7 @@ class Gain(Processor):
 
     @classmethod
     def prepare(cls, params: GainParams, context) -> GainTable:
-        if not -96.0 <= params.db <= 96.0:
-            raise ValueError(f"db must be between -96 and 96, got {params.db}")
-        return GainTable.for_factor(db_to_factor(params.db))
+        return GainTable.for_factor(db_to_factor(params.db, "db"))
 
     def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
         if outbound is None:
