@@ -54,6 +54,8 @@ SECONDS_WITHOUT_FILE = 3.0
 """How long a call without ``--play`` lasts when ``--seconds`` is not given."""
 TAIL_SECONDS = 1.0
 """Silence streamed after the file, so the end of the reply has time to come back."""
+ARRIVAL_GAP = 0.05
+"""Seconds without a message after which a burst from the daemon counts as over."""
 _PROXY_KWARG = int(websockets.version.version.split(".")[0]) >= 15
 
 
@@ -526,7 +528,12 @@ class _Call:
                 return
             reacting = now - self.last_event < spec.quiet_seconds
             quiet = now - max(self.last_message, self.last_event) >= spec.quiet_seconds
-            echoed = result.frames_received >= result.frames_sent
+            # As many frames back as sent is not the end while more are still arriving: a
+            # pipeline may answer with more audio than it got, and a command behind it.
+            echoed = (
+                result.frames_received >= result.frames_sent
+                and now - self.last_message >= ARRIVAL_GAP
+            )
             if not self.notifies and (quiet or (echoed and not reacting)):
                 return
             await asyncio.sleep(0.01)
