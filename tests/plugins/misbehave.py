@@ -20,38 +20,41 @@ class At:
     samples: int = 100
 
 
-class Raiser(Processor):
-    """Raises on frame `frame` (1-based), echoes before that."""
+class OnFrame(Processor):
+    """Echoes, and misbehaves (`misbehave()`) on frame `frame` (1-based)."""
+
+    Params = At
+
+    def __init__(self, session, params):
+        super().__init__(session, params)
+        self.count = 0
+
+    def process(self, inbound, outbound):
+        self.count += 1
+        if self.count == self.params.frame:
+            self.misbehave()
+        return inbound
+
+    def misbehave(self) -> None:
+        raise NotImplementedError
+
+
+class Raiser(OnFrame):
+    """Raises on frame `frame`."""
 
     name = "raiser"
-    Params = At
 
-    def __init__(self, session, params):
-        super().__init__(session, params)
-        self.count = 0
-
-    def process(self, inbound, outbound):
-        self.count += 1
-        if self.count == self.params.frame:
-            raise RuntimeError("raiser: deliberate failure")
-        return inbound
+    def misbehave(self) -> None:
+        raise RuntimeError("raiser: deliberate failure")
 
 
-class Sleeper(Processor):
-    """Blocks the reactor with time.sleep(`seconds`) on frame `frame`, echoes otherwise."""
+class Sleeper(OnFrame):
+    """Blocks the reactor with time.sleep(`seconds`) on frame `frame`."""
 
     name = "sleeper"
-    Params = At
 
-    def __init__(self, session, params):
-        super().__init__(session, params)
-        self.count = 0
-
-    def process(self, inbound, outbound):
-        self.count += 1
-        if self.count == self.params.frame:
-            time.sleep(self.params.seconds)
-        return inbound
+    def misbehave(self) -> None:
+        time.sleep(self.params.seconds)
 
 
 class Shortener(Processor):
