@@ -96,10 +96,6 @@ PROCESSING = Histogram(
 )
 PROCESSING_SAMPLE = 16
 """Time one inbound frame in this many: 3 observations a second per call, not 50."""
-WEBHOOKS = Counter(
-    "voicews_webhooks", "Webhook requests, by route and status", ["route", "status"],
-    registry=REGISTRY,
-)
 
 
 def render() -> bytes:
