@@ -65,6 +65,7 @@ def test_signed_webhook_accepted(signed):
         ("wrong secret", make_token("another-secret-another-secret-0000", ANSWER)),
         ("alg none", unsigned_token(ANSWER)),
         ("expired", make_token(SECRET, ANSWER, exp=int(time.time()) - 3600)),
+        ("issued an hour ago", make_token(SECRET, ANSWER, iat=int(time.time()) - 3600)),
         ("other body", make_token(SECRET, b'{"uuid": "someone else"}')),
         ("no payload_hash", make_token(SECRET)),
         ("garbage", "not.a.jwt"),

@@ -37,6 +37,7 @@ class Security:
     websocket_auth: Literal["none", "vonage", "custom"] = "none"
     websocket_token: str | None = None
     metrics_token: str | None = None
+    max_token_age: float = 300.0
 
 
 @dataclass(frozen=True)

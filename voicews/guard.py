@@ -69,7 +69,9 @@ def check_webhook_signature(request: IRequest, settings: Settings) -> None:
         request.content.seek(0)
     try:
         token = vonage_jwt.bearer(_header(request, "authorization"))
-        vonage_jwt.verify_token(token, secret, body or None)
+        vonage_jwt.verify_token(
+            token, secret, body or None, settings.raw.security.max_token_age
+        )
     except vonage_jwt.InvalidToken as exc:
         raise Refused(401, f"webhook signature refused: {exc}", "bad_signature") from None
 
@@ -110,7 +112,10 @@ def check_socket_handshake(request: IRequest, runtime: Runtime) -> None:
     if security.websocket_auth == "vonage":
         assert security.signature_secret  # config.py requires it
         try:
-            vonage_jwt.verify_token(vonage_jwt.bearer(given), security.signature_secret, None)
+            vonage_jwt.verify_token(
+                vonage_jwt.bearer(given), security.signature_secret, None,
+                security.max_token_age,
+            )
         except vonage_jwt.InvalidToken as exc:
             raise Refused(403, f"socket authorization refused: {exc}", "socket_auth") from None
         return

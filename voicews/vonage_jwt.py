@@ -43,8 +43,18 @@ def bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-def verify_token(token: str, secret: str, body: bytes | None = None) -> dict:
-    """The token's claims if it is HS256-signed with `secret` and matches `body`."""
+LEEWAY = 300
+"""Seconds of clock difference between Vonage and us that `exp`, `nbf` and `iat` allow."""
+
+
+def verify_token(
+    token: str, secret: str, body: bytes | None = None, max_age: float | None = None
+) -> dict:
+    """The token's claims if it is HS256-signed with `secret` and matches `body`.
+
+    With `max_age`, a token issued (``iat``) longer ago than that is refused too, so a
+    captured request cannot be replayed later.
+    """
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -53,10 +63,12 @@ def verify_token(token: str, secret: str, body: bytes | None = None) -> dict:
         raise InvalidToken(f"algorithm {header.get('alg')!r} refused, HS256 only")
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["iat"]}, leeway=300
+            token, secret, algorithms=[ALGORITHM], options={"require": ["iat"]}, leeway=LEEWAY
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
+    if max_age and time.time() - claims["iat"] > max_age + LEEWAY:
+        raise InvalidToken(f"token issued more than {max_age:g} s ago")
     if body and claims.get("payload_hash") != body_hash(body):
         raise InvalidToken("payload_hash does not match the body")
     return claims
