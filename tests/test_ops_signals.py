@@ -8,7 +8,7 @@ import numpy as np
 import yaml
 
 from conftest import base_config
-from wire import Call, RudeCall, echo_call, random_frames
+from wire import Call, RawCall, echo_call, random_frames
 
 # A processor plugin that is not built in: it turns the caller's audio upside down.
 INVERT_PLUGIN = '''
@@ -120,7 +120,7 @@ def test_sigterm_says_goodbye_1001_and_exits_0(start_daemon):
 
 def test_a_call_that_ignores_the_goodbye_is_dropped_at_drain_timeout(start_daemon):
     daemon = start_daemon(base_config(drain_timeout=0.5))
-    rude = RudeCall(daemon.ws, pipeline="echo", uuid="rude-1")
+    rude = RawCall(daemon.ws, pipeline="echo", uuid="rude-1")
     daemon.wait_log("call started uuid=rude-1")
 
     daemon.signal(signal.SIGTERM)

@@ -3,221 +3,116 @@
 CallProtocol delivers whole masked binary frames itself and sends audio frames
 with one write (see CallProtocol.dataReceived and _send_audio); everything else
 must still behave exactly as autobahn makes it behave.  These tests speak to a
-real daemon with the `websockets` client (which masks every frame with a fresh
-random key) and, where a client library would refuse to misbehave, with a raw
-socket.
+real daemon with `wire.Call` (the `websockets` client, which masks every frame
+with a fresh random key and offers no compression, so the fast path takes its
+frames) and, where a client library would refuse to misbehave, with
+`wire.RawCall` over a bare socket.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import struct
-from contextlib import contextmanager
 
 import numpy as np
-import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-FIRST = {"event": "websocket:connected", "content-type": "audio/l16;rate=16000"}
-FRAME = 640
-
-
-def tone(seed: int = 0) -> bytes:
-    """One 20 ms frame of noise: every byte value shows up under every mask byte."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(-20000, 20000, FRAME // 2, dtype=np.int16).astype("<i2").tobytes()
-
-
-@contextmanager
-def open_call(daemon, pipeline: str = "echo"):
-    with connect(daemon.ws, open_timeout=10, compression=None) as ws:
-        ws.send(json.dumps({**FIRST, "pipeline": pipeline}))
-        yield ws
-
-
-def closed_code(ws) -> int | None:
-    """Read until the server closes; the close code it sent."""
-    with pytest.raises(ConnectionClosed):
-        while True:
-            ws.recv(timeout=10)
-    return ws.close_code
-
-
-# A raw client, for what a library will not send: split, coalesced, unmasked frames.
-
-def masked_frame(opcode: int, payload: bytes, fin: bool = True, key: bytes | None = None) -> bytes:
-    key = key if key is not None else os.urandom(4)
-    n = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    else:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + body
-
-
-def unmasked_frame(opcode: int, payload: bytes) -> bytes:
-    n = len(payload)
-    head = bytes([0x80 | opcode]) + (
-        bytes([n]) if n < 126 else bytes([126]) + struct.pack("!H", n)
-    )
-    return head + payload
-
-
-class RawCall:
-    def __init__(self, daemon, pipeline: str = "echo") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
-        self.sock.sendall(
-            f"GET /socket HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            self.buf += self.sock.recv(4096)
-        status, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        assert b" 101 " in status.split(b"\r\n")[0], status
-        self.send(masked_frame(1, json.dumps({**FIRST, "pipeline": pipeline}).encode()))
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def frame(self) -> tuple[int, bytes]:
-        """The next server frame: (opcode, payload).  Server frames must be unmasked."""
-        while True:
-            if len(self.buf) >= 2:
-                assert not self.buf[1] & 0x80, "the server masked a frame"
-                n, head = self.buf[1] & 0x7F, 2
-                if n == 126 and len(self.buf) >= 4:
-                    n, head = struct.unpack("!H", self.buf[2:4])[0], 4
-                if n != 126 and len(self.buf) >= head + n:
-                    opcode, payload = self.buf[0] & 0x0F, self.buf[head : head + n]
-                    self.buf = self.buf[head + n :]
-                    return opcode, payload
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("closed")
-            self.buf += data
-
-    def close(self) -> None:
-        self.sock.close()
+from wire import Call, RawCall, first_message, frame, random_frames, ws_frame
 
 
 def test_frames_echo_bit_exact_under_random_masks(daemon):
-    with open_call(daemon) as ws:
-        for i in range(60):
-            frame = tone(i)
-            ws.send(frame)
-            assert ws.recv(timeout=10) == frame
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.echo_roundtrip(0, 60)
 
 
 def test_fragmented_binary_message_is_reassembled(daemon):
-    frame = tone(1)
-    with open_call(daemon) as ws:
-        ws.send([frame[:100], frame[100:101], frame[101:]])  # three fragments, one message
-        assert ws.recv(timeout=10) == frame
-        ws.send(frame)  # and the fast path resumes afterwards
-        assert ws.recv(timeout=10) == frame
+    sent = frame(1)
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.ws.send([sent[:100], sent[100:101], sent[101:]])  # three fragments, one message
+        assert call.ws.recv(timeout=10) == sent
+        call.echo_roundtrip(1, 1)  # and the fast path resumes afterwards
 
 
 def test_fragmented_first_message_is_accepted(daemon):
-    with connect(daemon.ws, open_timeout=10) as ws:
-        text = json.dumps({**FIRST, "pipeline": "louder"})
+    with connect(daemon.ws, open_timeout=10, compression=None) as ws:
+        text = first_message(pipeline="louder")
         ws.send([text[:10], text[10:]])
-        frame = np.full(320, 1000, dtype="<i2").tobytes()
-        ws.send(frame)
+        ws.send(np.full(320, 1000, dtype="<i2").tobytes())
         louder = np.frombuffer(ws.recv(timeout=10), dtype="<i2")
         assert louder.tolist() == [1995] * 320  # round(1000 * 10 ** (6 / 20))
 
 
 def test_ping_between_frames_gets_its_pong(daemon):
-    with open_call(daemon) as ws:
-        ws.send(tone(2))
-        assert ws.recv(timeout=10) == tone(2)
-        pong = ws.ping(b"are you there")
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.echo_roundtrip(2, 1)
+        pong = call.ws.ping(b"are you there")
         assert pong.wait(10)
-        ws.send(tone(3))
-        assert ws.recv(timeout=10) == tone(3)
+        call.echo_roundtrip(3, 1)
 
 
 def test_frame_split_across_tcp_writes_and_frames_coalesced(daemon):
-    call = RawCall(daemon)
-    try:
-        frames = [tone(10 + i) for i in range(5)]
-        wire = masked_frame(2, frames[0])
+    with RawCall(daemon.ws, pipeline="echo") as call:
+        frames = random_frames(5, start=10)
+        wire = ws_frame(frames[0])
         for i in range(len(wire)):  # one byte at a time: the header too
             call.send(wire[i : i + 1])
         # Four frames and a ping in one write: all echoed in order, the pong in between.
-        call.send(b"".join([masked_frame(2, frames[1]), masked_frame(2, frames[2]),
-                            masked_frame(9, b"mark"), masked_frame(2, frames[3]),
-                            masked_frame(2, frames[4])]))
+        call.send(b"".join([ws_frame(frames[1]), ws_frame(frames[2]),
+                            ws_frame(b"mark", opcode=9), ws_frame(frames[3]),
+                            ws_frame(frames[4])]))
         got = [call.frame() for _ in range(6)]
         assert got == [(2, frames[0]), (2, frames[1]), (2, frames[2]), (10, b"mark"),
                        (2, frames[3]), (2, frames[4])]
-    finally:
-        call.close()
 
 
 def test_unmasked_client_frame_is_a_protocol_error(daemon):
-    call = RawCall(daemon)
-    try:
-        call.send(masked_frame(2, tone(4)))
-        assert call.frame() == (2, tone(4))
-        call.send(unmasked_frame(2, tone(5)))
+    with RawCall(daemon.ws, pipeline="echo") as call:
+        call.send(ws_frame(frame(4)))
+        assert call.frame() == (2, frame(4))
+        call.send(ws_frame(frame(5), masked=False))
         opcode, payload = call.frame()
         assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1002
-    finally:
-        call.close()
 
 
 def test_wrong_sized_frame_closes_with_1007_and_a_reason(daemon):
-    with open_call(daemon) as ws:
-        ws.send(tone(6) + b"\0")  # odd length: not a whole number of mask words either
-        assert closed_code(ws) == 1007
-        assert "641 bytes, expected 640" in ws.close_reason
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.ws.send(frame(6) + b"\0")  # odd length: not a whole number of mask words either
+        code, reason = call.wait_closed()
+        assert code == 1007
+        assert "641 bytes, expected 640" in reason
     daemon.wait_log("frame of 641 bytes, expected 640")
 
 
 def test_oversized_frame_is_refused_by_the_message_limit(daemon):
-    with open_call(daemon) as ws:
-        ws.send(b"\0" * 8000)  # over limits.max_message_bytes (7680)
-        assert closed_code(ws) == 1009
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.ws.send(b"\0" * 8000)  # over limits.max_message_bytes (7680)
+        assert call.wait_closed()[0] == 1009
 
 
 def test_close_handshake_from_the_client(daemon):
-    with open_call(daemon) as ws:
-        ws.send(tone(7))
-        assert ws.recv(timeout=10) == tone(7)
-        ws.close(1000, "caller hung up")
-        assert ws.close_code == 1000  # the server answered our close frame
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.echo_roundtrip(7, 1)
+        call.ws.close(1000, "caller hung up")
+        assert call.ws.close_code == 1000  # the server answered our close frame
     log = daemon.wait_log("call ended")
     assert "outcome=hangup" in log
 
 
 def test_close_handshake_from_the_server_on_shutdown(daemon):
-    with open_call(daemon) as ws:
-        ws.send(tone(8))
-        assert ws.recv(timeout=10) == tone(8)
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.echo_roundtrip(8, 1)
         daemon.signal(15)
-        assert closed_code(ws) == 1001
+        assert call.wait_closed()[0] == 1001
     assert daemon.stop() == 0
 
 
 def test_frame_counters_count_live_and_ended_calls(daemon):
-    with open_call(daemon) as ws:
-        for i in range(7):
-            ws.send(tone(i))
-            ws.recv(timeout=10)
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.echo_roundtrip(0, 7)
         assert daemon.metric("voicews_frames_in_total") == 7
         assert daemon.metric("voicews_frames_out_total") == 7
     daemon.wait_log("call ended")
-    with open_call(daemon) as ws:
-        ws.send(tone(1))
-        ws.recv(timeout=10)
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.echo_roundtrip(1, 1)
         assert daemon.metric("voicews_frames_in_total") == 8
     daemon.wait_log("frames_in=1 ")
     assert daemon.metric("voicews_frames_in_total") == 8
@@ -228,8 +123,7 @@ def test_gain_rounds_and_saturates_every_sample(daemon):
     """The gain step's lookup table gives what the arithmetic gives: rounded, clipped."""
     values = np.array([30000, -30000, 16384, -16385, 1000, -1000, 3, -3, 1, -1, 0,
                        32767, -32768] * 25, dtype="<i2")[:320]
-    with open_call(daemon, "louder") as ws:
-        ws.send(values.tobytes())
-        got = np.frombuffer(ws.recv(timeout=10), dtype="<i2")
+    with Call(daemon.ws, pipeline="louder") as call:
+        got = call.exchange(values)
     expected = np.clip(np.rint(values * 10 ** (6 / 20)), -32768, 32767).astype("<i2")
     assert got.tolist() == expected.tolist()

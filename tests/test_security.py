@@ -12,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 from voicews.vonage_jwt import make_token
 
 from conftest import base_config
-from wire import Call, RudeCall
+from wire import Call, RawCall
 
 SECRET = "test-signature-secret-0123456789abcdef"
 ANSWER = json.dumps({"uuid": "u-1", "conversation_uuid": "c-1", "from": "447700900001",
@@ -173,7 +173,7 @@ def test_draining_refuses_new_sockets_503(daemon):
     import http.client
     import signal
 
-    call = RudeCall(daemon.ws)  # a call that will not answer the goodbye
+    call = RawCall(daemon.ws)  # a call that will not answer the goodbye
     daemon.wait_log("call started")
     conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
     conn.request("GET", "/health")

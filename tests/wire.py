@@ -6,9 +6,10 @@ Well-behaved calls in tests go through the `voicews-call` simulator's library AP
 - `Call`: a call held open while the test acts around it (a reload, a shutdown, a key press
   at an exact frame, an odd event, a malformed frame), recording everything it receives;
 - `closed_with`: a socket whose first messages are bad, and the close it gets;
-- `RudeCall` and the raw-socket helpers: WebSocket over a bare TCP socket, so a test can
-  send half a handshake, a frame that lies about its length, or ignore the server's goodbye
-  (a WebSocket library would answer it by itself);
+- `RawCall` and the raw-socket helpers: WebSocket over a bare TCP socket, so a test can
+  send half a handshake, a frame that lies about its length, split, coalesced or unmasked
+  frames, read the server's frames byte for byte, or ignore the server's goodbye (a
+  WebSocket library would answer it by itself);
 - `Witness`: a live echo call that must stay bit-exact while a test misbehaves beside it.
 """
 
@@ -59,8 +60,10 @@ class Call:
         self.rate = rate
         self.frame = rate // 50
         # Entered as a context manager (closed in close/__exit__): websockets 17.1 warns otherwise.
+        # No permessage-deflate offer: Vonage makes none, and a compressed socket would take
+        # autobahn's general path instead of CallProtocol's frame fast path.
         self.ws = connect(url, additional_headers=handshake_headers or {}, open_timeout=10,
-                          close_timeout=5, max_size=None).__enter__()
+                          close_timeout=5, max_size=None, compression=None).__enter__()
         self.ws.send(first_message(rate, **fields))
         self.received: list[bytes | dict] = []
 
@@ -252,48 +255,80 @@ def raw_handshake(port: int, path: str = "/socket", headers: dict | None = None,
     return sock, head
 
 
-def ws_frame(payload: bytes, opcode: int = 2, length: int | None = None) -> bytes:
-    """A masked client frame; `length` may claim more than `payload` holds."""
+def ws_frame(payload: bytes, opcode: int = 2, length: int | None = None, *,
+             masked: bool = True) -> bytes:
+    """A final client frame, masked with a fresh random key as RFC 6455 requires.
+
+    `length` may claim more than `payload` holds; ``masked=False`` breaks the rule that
+    every client frame is masked.
+    """
     n = len(payload) if length is None else length
+    mask_bit = 0x80 if masked else 0
     head = bytes([0x80 | opcode])
     if n < 126:
-        head += bytes([0x80 | n])
+        head += bytes([mask_bit | n])
     elif n < 65536:
-        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+        head += bytes([mask_bit | 126]) + struct.pack(">H", n)
     else:
-        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + masked
+        head += bytes([mask_bit | 127]) + struct.pack(">Q", n)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+class ServerFrames:
+    """The server's frames read off a raw socket, one at a time, exactly as sent.
+
+    Bytes past one frame are kept for the next (TCP splits and coalesces frames), and a
+    masked server frame fails the test: RFC 6455 forbids it, and a client would drop us.
+    """
+
+    def __init__(self, sock: socket.socket, buf: bytes = b"") -> None:
+        self.sock = sock
+        self.buf = buf
+
+    def next(self) -> tuple[int, bytes]:
+        """The next frame's (opcode, payload); ConnectionError when the socket ends first."""
+        while True:
+            frame = self._parse()
+            if frame is not None:
+                return frame
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            self.buf += chunk
+
+    def _parse(self) -> tuple[int, bytes] | None:
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        assert not buf[1] & 0x80, "the server masked a frame"
+        n, off = buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                return None
+            n, off = struct.unpack(">H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                return None
+            n, off = struct.unpack(">Q", buf[2:10])[0], 10
+        if len(buf) < off + n:
+            return None
+        self.buf = buf[off + n :]
+        return buf[0] & 0x0F, buf[off : off + n]
 
 
 def read_close_frame(sock: socket.socket) -> int | None:
     """Read server frames until a close frame; its code (None when the socket just ended)."""
-    buf = b""
+    frames = ServerFrames(sock)
     while True:
         try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
+            opcode, payload = frames.next()
+        except (ConnectionError, TimeoutError):
             return None
-        if not chunk:
-            return None
-        buf += chunk
-        while len(buf) >= 2:
-            opcode, n = buf[0] & 0x0F, buf[1] & 0x7F
-            off = 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, off = struct.unpack(">H", buf[2:4])[0], 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, off = struct.unpack(">Q", buf[2:10])[0], 10
-            if len(buf) < off + n:
-                break
-            payload, buf = buf[off : off + n], buf[off + n :]
-            if opcode == 8:
-                return struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+        if opcode == 8:
+            return struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
 
 
 def closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:
@@ -315,18 +350,37 @@ def reset(sock: socket.socket) -> None:
     sock.close()
 
 
-class RudeCall:
-    """A call that opens properly, then never reads again (so never answers a close)."""
+class RawCall:
+    """A call over a bare socket: it opens properly, then sends and reads only when told.
+
+    `send` puts bytes on the wire as they are (split frames, several frames in one write,
+    frames built with `ws_frame`); `frame` reads the server's next frame.  A test that never
+    calls `frame` never answers the server's close, as a vanished caller would not.
+    """
 
     def __init__(self, url: str, **fields) -> None:
         parts = urlsplit(url)
         self.sock, head = raw_handshake(parts.port, parts.path)
         assert head.startswith(b"HTTP/1.1 101"), head
-        self.sock.sendall(ws_frame(first_message(**fields).encode(), opcode=1))
+        self.frames = ServerFrames(self.sock, head.partition(b"\r\n\r\n")[2])
+        self.send(ws_frame(first_message(**fields).encode(), opcode=1))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def frame(self) -> tuple[int, bytes]:
+        """The server's next frame: (opcode, payload)."""
+        return self.frames.next()
 
     def closed_by_server(self, timeout: float = 20) -> bool:
         """Whether the server dropped the TCP connection (read to EOF, ignoring frames)."""
         return closed_by_server(self.sock, timeout)
 
     def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawCall:
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.sock.close()
