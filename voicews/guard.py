@@ -49,7 +49,8 @@ class Refused(Exception):
         self.metric = metric
 
 
-def _header(request: IRequest, name: str) -> str | None:
+def header(request: IRequest, name: str) -> str | None:
+    """A request header as text (Twisted may hand back bytes), or None."""
     value = request.getHeader(name)
     return value if value is None or isinstance(value, str) else value.decode("latin-1")
 
@@ -68,7 +69,7 @@ def check_webhook_signature(request: IRequest, settings: Settings) -> None:
         body = request.content.read()
         request.content.seek(0)
     try:
-        token = vonage_jwt.bearer(_header(request, "authorization"))
+        token = vonage_jwt.bearer(header(request, "authorization"))
         vonage_jwt.verify_token(
             token, secret, body or None, settings.raw.security.max_token_age
         )
@@ -80,7 +81,7 @@ def check_bearer(request: IRequest, token: str | None, what: str) -> None:
     """Raise Refused(401/403) unless ``Authorization: Bearer <token>`` matches (when set)."""
     if not token:
         return
-    given = _header(request, "authorization")
+    given = header(request, "authorization")
     if not given:
         raise Refused(401, f"{what} needs Authorization: Bearer <token>", f"{what}_auth")
     try:
@@ -106,7 +107,7 @@ def check_socket_handshake(request: IRequest, runtime: Runtime) -> None:
     security = settings.raw.security
     if security.websocket_auth == "none":
         return
-    given = _header(request, "authorization")
+    given = header(request, "authorization")
     if not given:
         raise Refused(401, "socket handshake has no Authorization header", "socket_auth")
     if security.websocket_auth == "vonage":

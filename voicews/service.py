@@ -37,7 +37,6 @@ class VoicewsService(service.Service):
         self.listen = listen
         self.reactor = reactor
         self.factory = CallFactory(runtime)
-        metrics.watch_calls(runtime.calls)
         self.webhooks = Webhooks(runtime, self.factory)
         self.site = GuardedSite(self.webhooks.app.resource(), runtime, reactor=reactor)
         self.watchdog = CallWatchdog(runtime)

@@ -34,11 +34,6 @@ class BadRequest(Exception):
         self.code = code
 
 
-def _header(request: IRequest, name: str) -> str | None:
-    value = request.getHeader(name)
-    return value if value is None or isinstance(value, str) else value.decode("latin-1")
-
-
 def request_fields(request: IRequest) -> dict[str, Any]:
     """The webhook's fields: the query string, then a JSON or form body on top."""
     fields: dict[str, Any] = {}
@@ -52,7 +47,7 @@ def request_fields(request: IRequest) -> dict[str, Any]:
     body = request.content.read() if request.content is not None else b""
     if not body.strip():
         return fields
-    ctype = (_header(request, "content-type") or "").split(";")[0].strip().lower()
+    ctype = (guard.header(request, "content-type") or "").split(";")[0].strip().lower()
     if ctype == "application/json" or (not ctype and body.lstrip()[:1] in (b"{", b"[")):
         try:
             data = json.loads(body)
@@ -87,7 +82,7 @@ def is_secure(request: IRequest) -> bool:
     """Whether the caller reached us over TLS, directly or through a proxy that says so."""
     if request.isSecure():
         return True
-    proto = _header(request, "x-forwarded-proto") or ""
+    proto = guard.header(request, "x-forwarded-proto") or ""
     return proto.split(",")[0].strip().lower() in ("https", "wss")
 
 
@@ -126,7 +121,7 @@ class Webhooks:
         guard.check_webhook_signature(request, self.runtime.settings)
         call = call_fields(request_fields(request))
         settings = self.runtime.settings
-        host = _header(request, "x-forwarded-host") or _header(request, "host")
+        host = guard.header(request, "x-forwarded-host") or guard.header(request, "host")
         ncco, pipeline = answer_ncco(settings, call, host, is_secure(request))
         uuid = call.get("uuid")
         if uuid:
