@@ -25,13 +25,11 @@ from voicews.runtime import Runtime
 log = Logger(namespace="voicews.webhooks")
 
 
-class BadRequest(Exception):
+class BadRequest(guard.Refused):
     """The request cannot be understood; answered 400 (or `code`) with the reason."""
 
     def __init__(self, reason: str, code: int = 400) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
+        super().__init__(code, reason, "bad_request")
 
 
 def request_fields(request: IRequest) -> dict[str, Any]:
@@ -101,19 +99,9 @@ class Webhooks:
         self.runtime = runtime
         self.socket = WebSocketResource(factory)
 
-    @app.handle_errors(BadRequest)
-    def bad_request(self, request: IRequest, failure) -> bytes:
-        exc = failure.value
-        log.warn(
-            "{method} {path} refused {code}: {reason}",
-            method=request.method.decode(), path=request.path.decode("utf-8", "replace"),
-            code=exc.code, reason=exc.reason,
-        )
-        metrics.rejected("bad_request")
-        return _json(request, {"error": exc.reason}, exc.code)
-
     @app.handle_errors(guard.Refused)
     def refused(self, request: IRequest, failure) -> bytes:
+        """Every refusal and malformed request: one log line, one metric, JSON reason."""
         return guard.refuse(request, failure.value)
 
     @app.route("/webhooks/answer", methods=["GET", "POST"])
