@@ -59,10 +59,6 @@ class LiveCounter:
         """Add a call's count as it leaves the live set (same reactor turn, so never twice)."""
         self.ended += count
 
-    def inc(self, amount: int = 1) -> None:
-        """Count frames outside any session (Counter's spelling, for old call sites)."""
-        self.ended += amount
-
 
 FRAMES_IN = LiveCounter(
     "voicews_frames_in", "Audio frames received from callers", lambda s: s.frames_in

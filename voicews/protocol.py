@@ -352,12 +352,12 @@ class CallProtocol(WebSocketServerProtocol):
         metrics.ACTIVE_CALLS.dec()
         self._finish_session()
         session = self.session
+        pipeline = session.info.pipeline if session is not None else ""
+        metrics.CALLS.labels(pipeline=pipeline, outcome=self.outcome).inc()
         if session is None:
-            metrics.CALLS.labels(pipeline="", outcome=self.outcome).inc()
             return
         info = session.info
         duration = runtime.clock.seconds() - self._opened_at
-        metrics.CALLS.labels(pipeline=info.pipeline, outcome=self.outcome).inc()
         metrics.FRAMES_IN.call_ended(session.frames_in)
         metrics.FRAMES_OUT.call_ended(session.frames_out)
         metrics.FRAMES_DROPPED.inc(session.sender.frames_dropped)

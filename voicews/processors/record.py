@@ -27,7 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from voicews import Processor, hookimpl
-from voicews.audio import SAMPLE_DTYPE
+from voicews.audio import SAMPLE_DTYPE, saturate
 
 log = Logger(namespace="voicews.processors.record")
 
@@ -109,7 +109,7 @@ class Record(Processor):
         if outbound is not None and len(outbound):
             out = np.asarray(outbound).reshape(-1)
             if out.dtype != SAMPLE_DTYPE:
-                out = np.clip(np.rint(out), -32768, 32767).astype(SAMPLE_DTYPE)
+                out = saturate(out)
             if not len(self.backlog) and len(out) == self.frame:
                 return out
             self.backlog = np.concatenate((self.backlog, out))
