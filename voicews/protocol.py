@@ -28,6 +28,7 @@ from voicews.messages import (
     parse_event,
     parse_first_message,
 )
+from voicews.readloop import CallReader
 from voicews.runtime import Runtime
 from voicews.sender import PacedSender
 from voicews.session import CallInfo, Session
@@ -47,17 +48,21 @@ def _frame_header(opcode_byte: int, length: int) -> bytes:
     return bytes((opcode_byte, 127)) + length.to_bytes(8, "big")
 
 
-def _unmask(buf: bytes, start: int, end: int) -> bytes:
-    """The payload buf[start:end] XOR the 4-byte mask just before it (RFC 6455 5.3)."""
-    length = end - start
+def _unmask_numpy(payload: bytes, mask: bytes) -> bytes:
+    """payload XOR the repeated 4-byte mask (RFC 6455 5.3), for when websockets has no C speedups."""
+    length = len(payload)
     if not length & 3:  # every L16 frame: 320, 640 or 960 bytes
-        return (
-            np.frombuffer(buf, _U32, length >> 2, start) ^ np.frombuffer(buf, _U32, 1, start - 4)
-        ).tobytes()
-    key = buf[start - 4 : start] * (length // 4 + 1)
+        return (np.frombuffer(payload, _U32) ^ np.frombuffer(mask * (length >> 2), _U32)).tobytes()
+    key = mask * (length // 4 + 1)
     return (
-        int.from_bytes(buf[start:end], "little") ^ int.from_bytes(key[:length], "little")
+        int.from_bytes(payload, "little") ^ int.from_bytes(key[:length], "little")
     ).to_bytes(length, "little")
+
+
+try:  # websockets (already ours for the simulator) ships this in C: ~10x numpy's cost per frame
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - a platform without its compiled wheel
+    _apply_mask = _unmask_numpy
 
 
 class CallProtocol(WebSocketServerProtocol):
@@ -75,6 +80,7 @@ class CallProtocol(WebSocketServerProtocol):
     _fast = False
     _audio_header = b""
     _socket = None
+    _read_fd: int | None = None
 
     def onConnect(self, request):  # noqa: N802 - autobahn's name
         self._peer = request.peer
@@ -98,6 +104,7 @@ class CallProtocol(WebSocketServerProtocol):
             # Direct sends need Twisted's write buffers to look as they do today; where a
             # future Twisted differs, _send_audio keeps to transport.write.
             self._socket = transport.socket
+            self._read_fd = self.factory.reader.adopt(self, transport)
         runtime = self.factory.runtime
         self._opened_at = runtime.clock.seconds()
         runtime.calls.live.add(self)
@@ -158,7 +165,7 @@ class CallProtocol(WebSocketServerProtocol):
             end = start + length
             if end > n:
                 break  # the rest of this frame is still on its way
-            payload = _unmask(buf, start, end) if length else b""
+            payload = _apply_mask(buf[start:end], buf[start - 4 : start]) if length else b""
             pos = end
             frames += 1
             octets += length
@@ -341,6 +348,12 @@ class CallProtocol(WebSocketServerProtocol):
                 "processor close() raised {error!r} uuid={uuid}", error=exc, uuid=session.info.uuid
             )
 
+    def connectionLost(self, reason):  # noqa: N802 - Twisted's name
+        if self._read_fd is not None:
+            self.factory.reader.release(self._read_fd, self)
+            self._read_fd = None
+        super().connectionLost(reason)
+
     def onClose(self, wasClean, code, reason):  # noqa: N802, N803
         runtime = self.factory.runtime
         if self._first_timer is not None and self._first_timer.active():
@@ -380,6 +393,7 @@ class CallFactory(WebSocketServerFactory):
     def __init__(self, runtime: Runtime, url: str = "ws://localhost/socket") -> None:
         super().__init__(url)
         self.runtime = runtime
+        self.reader = CallReader(runtime.clock)
         limits = runtime.settings.raw.limits
         self.setProtocolOptions(
             maxMessagePayloadSize=limits.max_message_bytes,

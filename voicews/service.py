@@ -107,6 +107,7 @@ class VoicewsService(service.Service):
                 call.drain()
             yield self._wait_for_calls(timeout)
         self.watchdog.stop()
+        self.factory.reader.close()
         yield self._stop_plugins()
         # twistd re-raises the signal that stopped it once the reactor is done, so a
         # SIGTERM would show as a kill.  A drained shutdown is a clean one: exit 0.
