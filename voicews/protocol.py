@@ -37,6 +37,8 @@ log = Logger(namespace="voicews.call")
 
 _U32 = np.dtype("<u4")
 _BINARY_FIN = 0x82  # FIN + opcode 2: a whole, unfragmented binary message
+_MASKED_LEN16 = 0x80 | 126  # masked, 16-bit extended length: every L16 frame (320-960 bytes)
+_STATE_OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
 def _frame_header(opcode_byte: int, length: int) -> bytes:
@@ -49,7 +51,7 @@ def _frame_header(opcode_byte: int, length: int) -> bytes:
 
 
 def _unmask_numpy(payload: bytes, mask: bytes) -> bytes:
-    """payload XOR the repeated 4-byte mask (RFC 6455 5.3), for when websockets has no C speedups."""
+    """payload XOR the repeated 4-byte mask (RFC 6455 5.3): websockets' C version's stand-in."""
     length = len(payload)
     if not length & 3:  # every L16 frame: 320, 640 or 960 bytes
         return (np.frombuffer(payload, _U32) ^ np.frombuffer(mask * (length >> 2), _U32)).tobytes()
@@ -79,6 +81,8 @@ class CallProtocol(WebSocketServerProtocol):
     _close_reason = ""
     _fast = False
     _audio_header = b""
+    _in_frame_wire = -1  # wire size of one masked audio frame, once the fast path may take it
+    _in_frame_prefix = b""
     _socket = None
     _read_fd: int | None = None
 
@@ -95,6 +99,7 @@ class CallProtocol(WebSocketServerProtocol):
             and not self.logFrames
             and not self.trackTimings
             and self.applyMask
+            and not self.autoPingInterval  # else every frame must restart autobahn's ping timer
         )
         transport = self.transport
         if (
@@ -123,20 +128,32 @@ class CallProtocol(WebSocketServerProtocol):
         general path (frame/message begin-data-end callbacks, a masker object, an
         observer Future and debug-log arguments per message) costs several times the
         work itself.  Here each complete, final, masked binary frame within the size
-        limits is unmasked with numpy and handed to ``onMessage``.  Anything else (text,
+        limits is unmasked (websockets' C ``apply_mask``) and handed to ``onMessage``;
+        the usual read, exactly one audio frame, is recognised by its length and
+        4-byte prefix alone.  (autobahn's ``trafficStats`` octet counters are not kept
+        for these frames; voicews' own frame counters are.)  Anything else (text,
         control frames, fragments, unmasked or oversized frames, a state other than
         open) is left in ``self.data`` for autobahn's ``consumeData``, so pings, the
         close handshake, fragmentation and every protocol error behave exactly as
         autobahn makes them behave.  tests/test_protocol_wire.py checks that.
         """
-        if not self._fast or self.state != self.STATE_OPEN or self.current_frame is not None:
+        if (
+            len(data) == self._in_frame_wire
+            and data.startswith(self._in_frame_prefix)
+            and not self.data
+            and self.state == _STATE_OPEN
+            and self.current_frame is None
+            and not self.inside_message
+        ):
+            # The usual read: exactly one whole masked audio frame (header 4, mask 4).
+            self.onMessage(_apply_mask(data[8:], data[4:8]), True)
+            return
+        if not self._fast or self.state != _STATE_OPEN or self.current_frame is not None:
             self._dataReceived(data)
             return
         buf = self.data + data if self.data else data
         n = len(buf)
         pos = 0
-        frames = 0
-        octets = 0
         handoff = False
         limit = self.maxFramePayloadSize
         message_limit = self.maxMessagePayloadSize
@@ -167,20 +184,10 @@ class CallProtocol(WebSocketServerProtocol):
                 break  # the rest of this frame is still on its way
             payload = _apply_mask(buf[start:end], buf[start - 4 : start]) if length else b""
             pos = end
-            frames += 1
-            octets += length
             self.onMessage(payload, True)
-            if self.state != self.STATE_OPEN:
+            if self.state != _STATE_OPEN:
                 handoff = True
                 break
-        stats = self.trafficStats
-        stats.incomingOctetsWireLevel += len(data)
-        stats.incomingOctetsWebSocketLevel += octets
-        stats.incomingOctetsAppLevel += octets
-        stats.incomingWebSocketFrames += frames
-        stats.incomingWebSocketMessages += frames
-        if frames and self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
-            self._cancelAutoPingTimeoutCall()
         self.data = buf[pos:] if pos < n else b""
         if handoff and self.data:
             self.consumeData()
@@ -245,6 +252,11 @@ class CallProtocol(WebSocketServerProtocol):
         )
         self._frame_bytes = info.frame_bytes
         self._audio_header = _frame_header(_BINARY_FIN, info.frame_bytes)
+        size = info.frame_bytes
+        if self._fast and size <= min(self.maxFramePayloadSize or size,
+                                      self.maxMessagePayloadSize or size):
+            self._in_frame_wire = 8 + size
+            self._in_frame_prefix = bytes((_BINARY_FIN, _MASKED_LEN16, size >> 8, size & 0xFF))
         try:
             self.session = Session(info, spec, sender)
         except Exception:
@@ -289,7 +301,7 @@ class CallProtocol(WebSocketServerProtocol):
     def _send_audio(self, frame: bytes) -> None:
         # Every frame is exactly one L16 frame (the framer sees to it), so its header is
         # fixed per call: one write instead of autobahn's sendMessage/sendFrame/sendData.
-        if not (self._fast and self.state == self.STATE_OPEN and len(frame) == self._frame_bytes):
+        if not (self._fast and self.state == _STATE_OPEN and len(frame) == self._frame_bytes):
             self.sendMessage(frame, isBinary=True)
             return
         data = self._audio_header + frame

@@ -19,6 +19,7 @@ Uses only public interfaces: ``IReactorFDSet.addReader``, ``IPushProducer``
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 from dataclasses import dataclass
@@ -85,10 +86,8 @@ class CallReader:
         if adopted is None or adopted.protocol is not protocol:
             return
         del self._adopted[fd]
-        try:
+        with contextlib.suppress(OSError, ValueError):  # Twisted closed it: the set forgot it
             self._epoll.unregister(fd)
-        except (OSError, ValueError):
-            pass  # already closed by Twisted, which removed it from the set
 
     def _hand_back(self, fd: int, adopted: _Adopted) -> None:
         self.release(fd, adopted.protocol)

@@ -54,9 +54,11 @@ class PacedSender:
 
     def audio(self, frame: bytes) -> None:
         """Send one exact frame now, or queue it if we are far enough ahead."""
-        if not self._queue and self._play_end - self._clock.seconds() < self._max_lead:
-            self._emit(frame)
-            return
+        if not self._queue:
+            now = self._clock.seconds()
+            if self._play_end - now < self._max_lead:
+                self._emit(frame, now)
+                return
         if self._queued_frames >= self._max_queue:
             self.frames_dropped += 1
             return
@@ -84,9 +86,8 @@ class PacedSender:
             self._timer.cancel()
         self._timer = None
 
-    def _emit(self, frame: bytes) -> None:
-        now = self._clock.seconds()
-        self._play_end = max(self._play_end, now) + FRAME_SECONDS
+    def _emit(self, frame: bytes, now: float) -> None:
+        self._play_end = (self._play_end if self._play_end > now else now) + FRAME_SECONDS
         self.frames_sent += 1
         self._send_audio(frame)
 
@@ -108,4 +109,4 @@ class PacedSender:
                 return
             queue.popleft()
             self._queued_frames -= 1
-            self._emit(item)
+            self._emit(item, self._clock.seconds())

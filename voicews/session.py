@@ -78,7 +78,7 @@ class Session:
     def receive_frame(self, payload: bytes) -> None:
         """Run one inbound frame (exactly one frame of bytes) through the pipeline."""
         self.frames_in += 1
-        inbound = np.frombuffer(payload, dtype=SAMPLE_DTYPE)
+        inbound = np.frombuffer(payload, SAMPLE_DTYPE)
         if self.frames_in % PROCESSING_SAMPLE:
             outbound = self.pipeline.process(inbound)
         else:  # time one frame in PROCESSING_SAMPLE: no per-frame metric cost
