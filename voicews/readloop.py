@@ -133,11 +133,12 @@ class CallReader:
             try:
                 adopted.protocol.dataReceived(data)
             except Exception:
-                # What the reactor does when dataReceived raises: log it, drop this
-                # connection; every other call goes on.
-                log.failure("dataReceived raised; dropping the connection", failure=Failure())
+                # What the reactor does when dataReceived raises: log it and end this
+                # connection with the exception as the reason; every other call goes on.
+                failure = Failure()
+                log.failure("dataReceived raised; dropping the connection", failure=failure)
                 self.release(fd, adopted.protocol)
-                transport.abortConnection()
+                transport.connectionLost(failure)
                 continue
             if transport.disconnecting or not transport.connected:
                 self.release(fd, adopted.protocol)

@@ -1,0 +1,202 @@
+"""The shared read loop (voicews.readloop), on a real epoll reactor with real sockets.
+
+Each test makes its own EPollReactor (not the global one), listens on loopback,
+connects plain client sockets and turns the reactor by hand until what a user of
+a TCP transport would see has happened: every byte in order, the end of the
+connection reported the way Twisted reports it, a misbehaving connection dropped
+alone.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+from twisted.internet import error
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.protocol import Factory, Protocol
+
+from voicews.readloop import CallReader
+
+pytestmark = pytest.mark.skipif(not CallReader.available(), reason="needs epoll (Linux)")
+
+
+class Recorder(Protocol):
+    """Adopts its socket on connect, like CallProtocol does once its WebSocket is open."""
+
+    def __init__(self, reader: CallReader, behaviour: str = "record") -> None:
+        self.reader = reader
+        self.behaviour = behaviour
+        self.received = bytearray()
+        self.reads = 0
+        self.lost = None
+        self.fd = None
+
+    def connectionMade(self):  # noqa: N802
+        self.fd = self.reader.adopt(self, self.transport)
+
+    def dataReceived(self, data):  # noqa: N802
+        self.reads += 1
+        self.received += data
+        if self.behaviour == "raise" and b"boom" in data:
+            raise RuntimeError("a bug in dataReceived")
+        if self.behaviour == "hang-up" and b"bye" in data:
+            self.transport.write(b"bye to you")
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):  # noqa: N802
+        if self.fd is not None:
+            self.reader.release(self.fd, self)
+        self.lost = reason
+
+
+class Bench:
+    """A private reactor listening on loopback, and the protocols it made."""
+
+    def __init__(self, behaviour: str = "record") -> None:
+        self.reactor = EPollReactor()
+        self.reader = CallReader(self.reactor)
+        self.protocols: list[Recorder] = []
+        factory = Factory.forProtocol(lambda: self._made(behaviour))
+        self.port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+
+    def _made(self, behaviour: str) -> Recorder:
+        protocol = Recorder(self.reader, behaviour)
+        self.protocols.append(protocol)
+        return protocol
+
+    def connect(self) -> tuple[socket.socket, Recorder]:
+        client = socket.create_connection(("127.0.0.1", self.port.getHost().port))
+        before = len(self.protocols)
+        self.turn_until(lambda: len(self.protocols) > before)
+        return client, self.protocols[-1]
+
+    def turn_until(self, done, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, "timed out turning the reactor"
+            self.reactor.runUntilCurrent()
+            self.reactor.doIteration(0.01)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.port.stopListening()
+        for _ in range(5):
+            self.reactor.runUntilCurrent()
+            self.reactor.doIteration(0)
+        self.reactor._poller.close()
+
+
+@pytest.fixture
+def bench():
+    made = []
+
+    def make(behaviour: str = "record") -> Bench:
+        made.append(Bench(behaviour))
+        return made[-1]
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def test_bytes_arrive_in_order_through_the_reader_not_the_reactor(bench):
+    b = bench()
+    client, proto = b.connect()
+    assert proto.fd is not None
+    # The transport left the reactor's readers; the reader's epoll set is there instead.
+    assert proto.transport not in b.reactor.getReaders()
+    assert b.reader in b.reactor.getReaders()
+    sent = b"".join(struct.pack(">I", i) * 160 for i in range(500))
+    for i in range(0, len(sent), 640):
+        client.sendall(sent[i : i + 640])
+    b.turn_until(lambda: len(proto.received) == len(sent))
+    assert bytes(proto.received) == sent
+    client.close()
+    b.turn_until(lambda: proto.lost is not None)
+
+
+def test_end_of_file_is_handed_to_twisted_and_reported_as_done(bench):
+    b = bench()
+    client, proto = b.connect()
+    client.sendall(b"last words")
+    client.shutdown(socket.SHUT_WR)
+    b.turn_until(lambda: proto.lost is not None)
+    assert bytes(proto.received) == b"last words"  # nothing lost in the hand-over
+    assert proto.lost.check(error.ConnectionDone)
+    assert proto.fd not in b.reader._adopted
+    client.close()
+
+
+def test_a_reset_is_reported_as_connection_lost(bench):
+    b = bench()
+    client, proto = b.connect()
+    client.sendall(b"abc")
+    b.turn_until(lambda: proto.received == b"abc")
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # RST
+    b.turn_until(lambda: proto.lost is not None)
+    assert proto.lost.check(error.ConnectionLost, error.ConnectionDone)
+    assert not proto.transport.connected
+
+
+def test_a_protocol_that_raises_is_dropped_alone(bench):
+    b = bench("raise")
+    bad_client, bad = b.connect()
+    good_client, good = b.connect()
+    bad_client.sendall(b"boom")
+    good_client.sendall(b"fine")
+    b.turn_until(lambda: bad.lost is not None and good.received == b"fine")
+    good_client.sendall(b" still")
+    b.turn_until(lambda: good.received == b"fine still")
+    assert good.lost is None
+    bad_client.settimeout(5)
+    assert bad_client.recv(10) == b""  # the server closed it
+    for c in (bad_client, good_client):
+        c.close()
+
+
+def test_closing_from_dataReceived_flushes_and_closes(bench):  # noqa: N802
+    b = bench("hang-up")
+    client, proto = b.connect()
+    client.sendall(b"bye")
+    b.turn_until(lambda: proto.lost is not None)
+    client.settimeout(5)
+    assert client.recv(100) == b"bye to you"
+    assert client.recv(100) == b""
+    assert proto.lost.check(error.ConnectionDone)
+    client.close()
+
+
+def test_a_new_connection_may_reuse_a_closed_ones_descriptor(bench):
+    b = bench()
+    first, one = b.connect()
+    first.close()
+    b.turn_until(lambda: one.lost is not None)
+    second, two = b.connect()
+    second.sendall(b"again")
+    b.turn_until(lambda: two.received == b"again")
+    assert two.fd is not None
+    second.close()
+    b.turn_until(lambda: two.lost is not None)
+
+
+def test_close_gives_sockets_back_to_the_reactor(bench):
+    b = bench()
+    client, proto = b.connect()
+    b.reader.close()
+    assert proto.transport in b.reactor.getReaders()
+    client.sendall(b"read by twisted")
+    b.turn_until(lambda: proto.received == b"read by twisted")
+    client.close()
+    b.turn_until(lambda: proto.lost is not None)
+
+
+def test_reactor_shutdown_ends_adopted_connections(bench):
+    b = bench()
+    client, proto = b.connect()
+    b.reactor.disconnectAll()  # what the reactor does as it stops
+    assert proto.lost is not None
+    client.close()
