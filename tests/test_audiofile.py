@@ -100,3 +100,36 @@ def test_missing_or_undecodable_file_is_a_config_error(tmp_path, content, proble
     message = str(info.value)
     assert "pipelines.p[1].file-inject" in message and problem in message and "p.wav" in message
     assert "\n" not in message
+
+
+def test_a_thousand_calls_on_one_prompt_share_one_decoded_buffer(tmp_path):
+    import tracemalloc
+
+    from twisted.internet.task import Clock
+
+    from voicews.sender import PacedSender
+    from voicews.session import CallInfo, Session
+
+    write_tone(tmp_path / "p.wav", 16000, seconds=10.0)
+    (tmp_path / "c.yaml").write_text(
+        "pipelines:\n  echo: [echo]\n  p: [echo, {file-inject: {path: p.wav, mode: mix}}]\n"
+    )
+    spec = load_settings(tmp_path / "c.yaml").pipelines["p"]
+    buffer = spec.steps[1].params.prompt.samples(16000)
+    assert buffer.nbytes == 10 * 16000 * 2
+
+    def call() -> Session:
+        sender = PacedSender(Clock(), lambda frame: None, lambda text: None, 1.0, 50)
+        return Session(CallInfo(16000, "audio/l16;rate=16000", "p"), spec, sender)
+
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    sessions = [call() for _ in range(1000)]
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    for session in sessions:
+        assert session.pipeline.processors[1].samples is buffer
+    # A decoded copy per call would be 320 MB; the calls together hold a few MB.
+    assert grown < 1000 * 10_000, f"{grown / 1000:.0f} bytes per call"
+    for session in sessions:
+        session.close()

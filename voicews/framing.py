@@ -17,31 +17,39 @@ class Framer:
 
     def __init__(self, samples: int) -> None:
         self.samples = samples
-        self._pending = np.empty(0, dtype=SAMPLE_DTYPE)
-
-    @property
-    def pending(self) -> int:
+        self._pending = _EMPTY
+        self.pending = 0
         """Samples waiting for the rest of their frame."""
-        return len(self._pending)
+
+    def whole(self, audio: np.ndarray) -> bytes | None:
+        """`audio` as one frame's bytes when it is exactly one int16 frame and nothing waits.
+
+        The usual case of every processed frame, checked without building a list.
+        """
+        if (
+            not self.pending
+            and type(audio) is np.ndarray
+            and audio.dtype is SAMPLE_DTYPE
+            and audio.size == self.samples
+        ):
+            return audio.tobytes()
+        return None
 
     def push(self, audio: np.ndarray) -> list[bytes]:
         """Add samples; return every whole frame now available, as bytes."""
+        one = self.whole(audio)
+        if one is not None:
+            return [one]
         n = self.samples
-        if (
-            type(audio) is np.ndarray and audio.dtype == SAMPLE_DTYPE and audio.size == n
-            and not len(self._pending)
-        ):
-            return [audio.tobytes()]  # the usual case: one whole frame in, one frame out
         audio = np.asarray(audio)
         if audio.dtype != SAMPLE_DTYPE:
             audio = saturate(audio)
         audio = audio.reshape(-1)
-        if not len(self._pending) and len(audio) == n:
-            return [audio.tobytes()]
-        if len(self._pending):
+        if self.pending:
             audio = np.concatenate((self._pending, audio))
         whole = len(audio) - len(audio) % n
         self._pending = audio[whole:].copy()
+        self.pending = len(self._pending)
         if not whole:
             return []
         data = audio[:whole].tobytes()
@@ -50,11 +58,16 @@ class Framer:
 
     def flush(self) -> list[bytes]:
         """The partial frame padded with silence, if any."""
-        if not len(self._pending):
+        if not self.pending:
             return []
-        padding = np.zeros(self.samples - len(self._pending), dtype=SAMPLE_DTYPE)
+        padding = np.zeros(self.samples - self.pending, dtype=SAMPLE_DTYPE)
         return self.push(padding)
 
     def reset(self) -> None:
         """Forget the partial frame (after a clear)."""
-        self._pending = np.empty(0, dtype=SAMPLE_DTYPE)
+        self._pending = _EMPTY
+        self.pending = 0
+
+
+_EMPTY = np.empty(0, dtype=SAMPLE_DTYPE)
+_EMPTY.flags.writeable = False

@@ -90,6 +90,10 @@ class Session:
         if outbound is inbound and not self.framer.pending:
             self.sender.audio(payload)  # untouched echo: no copy
             return
+        frame = self.framer.whole(outbound)
+        if frame is not None:
+            self.sender.audio(frame)
+            return
         self.play(outbound)
 
     def receive_event(self, event: Event) -> None:

@@ -9,6 +9,8 @@ import numpy as np
 from voicews import Processor, hookimpl
 from voicews.audio import SAMPLE_DTYPE, db_to_factor, saturate
 
+_RAW_BITS = np.dtype(np.uint16)
+
 
 @dataclass(frozen=True)
 class GainParams:
@@ -49,7 +51,7 @@ class Gain(Processor):
         if outbound is None:
             return None
         if outbound.dtype == SAMPLE_DTYPE:
-            return self.params.table.take(outbound.view(np.uint16))
+            return self.params.table.take(outbound.view(_RAW_BITS))
         return saturate(outbound * self.params.factor)
 
 
