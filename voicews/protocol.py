@@ -360,11 +360,18 @@ class CallProtocol(WebSocketServerProtocol):
                 "processor close() raised {error!r} uuid={uuid}", error=exc, uuid=session.info.uuid
             )
 
+    def dropConnection(self, abort: bool = False) -> None:  # noqa: N802 - autobahn's name
+        self._stop_reading()  # Twisted reads nothing more from a connection it is closing
+        super().dropConnection(abort)
+
     def connectionLost(self, reason):  # noqa: N802 - Twisted's name
+        self._stop_reading()
+        super().connectionLost(reason)
+
+    def _stop_reading(self) -> None:
         if self._read_fd is not None:
             self.factory.reader.release(self._read_fd, self)
             self._read_fd = None
-        super().connectionLost(reason)
 
     def onClose(self, wasClean, code, reason):  # noqa: N802, N803
         runtime = self.factory.runtime

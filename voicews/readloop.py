@@ -65,7 +65,11 @@ class CallReader:
         return _EPOLL is not None
 
     def adopt(self, protocol: Protocol, transport: ITCPTransport) -> int | None:
-        """Take over reading `transport`; return its fd, or None when it stays with Twisted."""
+        """Take over reading `transport`; return its fd, or None when it stays with Twisted.
+
+        The protocol calls :meth:`release` from ``connectionLost`` and before it aborts
+        the connection itself (an abort sets no flag on the transport that we could see).
+        """
         if _EPOLL is None:
             return None
         sock = transport.getHandle()
