@@ -200,3 +200,37 @@ def test_reactor_shutdown_ends_adopted_connections(bench):
     b.reactor.disconnectAll()  # what the reactor does as it stops
     assert proto.lost is not None
     client.close()
+
+
+def test_an_open_call_socket_is_read_by_the_reader(tmp_path):
+    """CallProtocol adopts its socket once open: a real call, bit-exact, through the reader."""
+    import threading
+
+    from voicews import plugins
+    from voicews.config import load_settings
+    from voicews.protocol import CallFactory
+    from voicews.runtime import Runtime
+
+    from wire import Call
+
+    (tmp_path / "c.yaml").write_text("pipelines:\n  echo: [echo]\n")
+    reactor = EPollReactor()
+    pm = plugins.make_plugin_manager()
+    factory = CallFactory(Runtime(load_settings(tmp_path / "c.yaml", pm), pm, reactor))
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1").getHost().port
+    runner = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False})
+    runner.start()
+    try:
+        with Call(f"ws://127.0.0.1:{port}/socket", pipeline="echo") as call:
+            call.echo_roundtrip(0, 20)
+            assert len(factory.reader) == 1
+            assert not [r for r in reactor.getReaders() if getattr(r, "protocol", None)
+                        in factory.runtime.calls.live]
+            call.echo_roundtrip(20, 20)
+        deadline = time.monotonic() + 5
+        while len(factory.reader) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(factory.reader) == 0
+    finally:
+        reactor.callFromThread(reactor.stop)
+        runner.join(10)

@@ -60,6 +60,10 @@ class CallReader:
         self._epoll = None
         self._adopted: dict[int, _Adopted] = {}
 
+    def __len__(self) -> int:
+        """How many sockets we read now."""
+        return len(self._adopted)
+
     @staticmethod
     def available() -> bool:
         return _EPOLL is not None
