@@ -162,6 +162,8 @@ def test_8mb_frame_closed_1009_without_buffering(strict):
         grown = strict.rss_kb() - before
     assert grown < 4096, f"RSS grew {grown} kB"
     strict.wait_metric("voicews_active_calls", 0)
+    # Both were the caller's fault: counted as such, not as hang-ups.
+    assert strict.metric("voicews_calls_total", 'outcome="bad_message",pipeline="echo"') == 2
 
 
 def test_output_bound_drops_not_grows(start_daemon):

@@ -382,6 +382,11 @@ class CallProtocol(WebSocketServerProtocol):
             return  # never opened: the handshake failed
         runtime.calls.live.discard(self)
         metrics.ACTIVE_CALLS.dec()
+        if self.failedByMe and not self._ended:
+            # autobahn failed the connection itself for a protocol error (an oversized or
+            # unmasked frame, bad UTF-8) and logged why: the caller's fault, not a hang-up.
+            self.outcome = "bad_message" if self.session is not None else "rejected"
+            self._close_reason = self.localCloseReason or ""
         self._finish_session()
         session = self.session
         pipeline = session.info.pipeline if session is not None else ""
