@@ -117,3 +117,49 @@ def test_bad_path_templates_are_config_errors(tmp_path, path, problem):
     )
     with pytest.raises(ConfigError, match=r"pipelines\.r\[1\]\.record: .*" + problem):
         load_settings(tmp_path / "c.yaml")
+
+
+def test_a_stalled_disk_costs_recordings_audio_not_the_daemon_memory(tmp_path):
+    """The writer thread blocked (a disk that stops answering cannot be made here, so its
+    writes wait on an Event): the backlog stops at the bound, the recording says once that
+    it is losing audio, and once the disk answers everything queued is written."""
+    import threading
+
+    from twisted.logger import globalLogPublisher
+
+    from voicews.processors.record import Writer
+
+    class StalledDisk(Writer):
+        answering = threading.Event()
+
+        def _write(self, file_id, data):
+            self.answering.wait(30)
+            super()._write(file_id, data)
+
+    warnings: list[dict] = []
+
+    def observe(event):
+        if event.get("log_namespace") == "voicews.processors.record":
+            warnings.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        writer = StalledDisk(max_backlog=64_000)
+        file_id = writer.open(tmp_path / "r.wav", 1, 8000, "stalled-1")
+        half_second = np.full(4000, 1000, dtype="<i2").tobytes()  # 8 KB
+        for _ in range(20):  # 160 KB offered, 64 KB may wait
+            writer.write(file_id, half_second)
+        assert writer.backlog() <= 64_000
+        assert writer.dropped_bytes == 20 * len(half_second) - writer.backlog()
+        losing = [e for e in warnings if "losing audio" in e["log_format"]]
+        assert [e["uuid"] for e in losing] == ["stalled-1"]
+        writer.answering.set()
+        writer.close(file_id)
+        info, _ = wait_wav(tmp_path / "r.wav", 64_000 // 2)
+        deadline = time.monotonic() + 10
+        while writer.backlog() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.backlog() == 0
+        assert sf.info(str(tmp_path / "r.wav")).frames == 8 * 4000  # what was kept: 4 s
+    finally:
+        globalLogPublisher.removeObserver(observe)

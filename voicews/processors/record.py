@@ -34,6 +34,10 @@ log = Logger(namespace="voicews.processors.record")
 FIELDS = ("uuid", "conversation_uuid", "pipeline", "started")
 BATCH_FRAMES = 25  # hand the writer half a second at a time
 MAX_OUTBOUND_BACKLOG_FRAMES = 50 * 60  # output running ahead of the caller, kept for alignment
+MAX_WRITER_BACKLOG_BYTES = 64 * 1024 * 1024
+"""Audio handed to the writer thread but not yet written, all recordings together (about
+17 minutes of one stereo 16 kHz call).  Beyond it a stalled disk costs recordings audio
+(logged once per recording), never the daemon its memory."""
 
 
 @dataclass(frozen=True)
@@ -154,11 +158,19 @@ class Writer:
     """One thread that owns every open recording; calls talk to it through a queue.
 
     Errors (a folder that cannot be made, a full disk) are logged once per file
-    and the file is dropped; the call itself goes on.
+    and the file is dropped; the call itself goes on.  A disk that stalls instead
+    of failing makes the queue grow: past ``max_backlog`` bytes new audio is
+    dropped and each recording that loses audio says so once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_backlog: int = MAX_WRITER_BACKLOG_BYTES) -> None:
         self.queue: queue.Queue = queue.Queue()
+        self.max_backlog = max_backlog
+        self._handed = 0  # bytes put on the queue: reactor thread only
+        self._done = 0  # bytes taken off it: writer thread only
+        self._uuids: dict[int, str | None] = {}  # open recordings: reactor thread only
+        self._losing: set[int] = set()
+        self.dropped_bytes = 0
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._next_id = 0
@@ -175,13 +187,31 @@ class Writer:
     def open(self, path: Path, channels: int, rate: int, uuid: str | None) -> int:
         self._ensure_thread()
         self._next_id += 1
+        self._uuids[self._next_id] = uuid
         self.queue.put(("open", self._next_id, (path, channels, rate, uuid)))
         return self._next_id
 
+    def backlog(self) -> int:
+        """Bytes of audio waiting for the writer thread."""
+        return self._handed - self._done
+
     def write(self, file_id: int, data: bytes) -> None:
+        if self.backlog() + len(data) > self.max_backlog:
+            self.dropped_bytes += len(data)
+            if file_id not in self._losing:
+                self._losing.add(file_id)
+                log.warn(
+                    "recording uuid={uuid} is losing audio: {backlog} bytes wait for a disk "
+                    "that is not keeping up", uuid=self._uuids.get(file_id),
+                    backlog=self.backlog(),
+                )
+            return
+        self._handed += len(data)
         self.queue.put(("write", file_id, data))
 
     def close(self, file_id: int) -> None:
+        self._uuids.pop(file_id, None)
+        self._losing.discard(file_id)
         self.queue.put(("close", file_id, None))
 
     def idle(self) -> defer.Deferred | None:
@@ -252,9 +282,12 @@ class Writer:
         )
 
     def _write(self, file_id: int, data: bytes) -> None:
-        handle = self.files.get(file_id)
-        if handle is not None:
-            handle.writeframes(data)  # writeframes (not ...raw) patches the header each time
+        try:
+            handle = self.files.get(file_id)
+            if handle is not None:
+                handle.writeframes(data)  # writeframes (not ...raw) patches the header each time
+        finally:
+            self._done += len(data)
 
     def _close(self, file_id: int, _arg) -> None:
         handle = self.files.pop(file_id, None)
