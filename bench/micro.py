@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1, help="frames per dataReceived call")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the frame loop")
     p.add_argument("--src", help="voicews source tree to measure (default: this one)")
+    p.add_argument("--instructions", action="store_true",
+                   help="count instructions per frame under valgrind (callgrind) instead of "
+                        "timing: the same figure on every run, whatever the machine is doing")
     args = p.parse_args(argv)
+    if args.instructions:
+        return count_instructions(args)
     proto, transport = make_protocol(args.pipeline)
     frame = client_frame(2, test_payload(320))
     chunk = frame * args.batch
@@ -144,6 +149,29 @@ def main(argv: list[str] | None = None) -> int:
     assert proto.session.frames_in >= frames and out >= frames, (proto.session.frames_in, out)
     print(json.dumps({"pipeline": args.pipeline, "frames": frames,
                       "us_per_frame": round(1e6 * spent / frames, 2)}))
+    return 0
+
+
+def count_instructions(args) -> int:
+    """Instructions per frame: callgrind totals of two runs, differing only in frame count.
+
+    Start-up (imports, config, handshake) is the same in both runs and cancels out.
+    Hash seeds and OpenBLAS's spinning threads are pinned so the counts repeat exactly.
+    """
+    import os
+    import re
+    import subprocess
+
+    env = dict(os.environ, PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1")
+    counts = {}
+    for frames in (1000, 5000):
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                   sys.executable, __file__, "--frames", str(frames),
+                   "--pipeline", args.pipeline, "--src", _src]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        counts[frames] = int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+    print(json.dumps({"pipeline": args.pipeline, "src": _src,
+                      "instructions_per_frame": (counts[5000] - counts[1000]) // 4000}))
     return 0
 
 
