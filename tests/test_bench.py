@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -33,3 +36,27 @@ def test_bench_tiny_run_writes_results(tmp_path):
     assert by_target["peer (websockets)"]["wrong_content_frames"] == 0
     assert {row["target"] for row in report["vs_peer"]} == {"voicews:echo", "voicews:gain"}
     assert "voicews:echo" in done.stdout  # the table
+
+
+def test_micro_times_the_hot_path(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "micro.py"), "--frames", "2000",
+         "--pipeline", "gain"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["pipeline"] == "gain" and report["frames"] == 2000
+    assert report["us_per_frame"] > 0
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_micro_counts_instructions_per_frame():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "micro.py"), "--instructions"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    # An echoed frame is some thousands of instructions: not zero, not a whole start-up.
+    assert 1_000 < report["instructions_per_frame"] < 1_000_000, report

@@ -223,14 +223,14 @@ def test_an_open_call_socket_is_read_by_the_reader(tmp_path):
     try:
         with Call(f"ws://127.0.0.1:{port}/socket", pipeline="echo") as call:
             call.echo_roundtrip(0, 20)
-            assert len(factory.reader) == 1
+            assert factory.reader.sockets == 1
             assert not [r for r in reactor.getReaders() if getattr(r, "protocol", None)
                         in factory.runtime.calls.live]
             call.echo_roundtrip(20, 20)
         deadline = time.monotonic() + 5
-        while len(factory.reader) and time.monotonic() < deadline:
+        while factory.reader.sockets and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert len(factory.reader) == 0
+        assert factory.reader.sockets == 0
     finally:
         reactor.callFromThread(reactor.stop)
         runner.join(10)

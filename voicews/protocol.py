@@ -250,9 +250,8 @@ class CallProtocol(WebSocketServerProtocol):
             max_lead=limits.max_lead_seconds,
             max_queue=max(1, int(limits.max_buffer_seconds * 50)),
         )
-        self._frame_bytes = info.frame_bytes
-        self._audio_header = _frame_header(_BINARY_FIN, info.frame_bytes)
-        size = info.frame_bytes
+        size = self._frame_bytes = info.frame_bytes
+        self._audio_header = _frame_header(_BINARY_FIN, size)
         if self._fast and size <= min(self.maxFramePayloadSize or size,
                                       self.maxMessagePayloadSize or size):
             self._in_frame_wire = 8 + size

@@ -60,7 +60,8 @@ class CallReader:
         self._epoll = None
         self._adopted: dict[int, _Adopted] = {}
 
-    def __len__(self) -> int:
+    @property
+    def sockets(self) -> int:
         """How many sockets we read now."""
         return len(self._adopted)
 
