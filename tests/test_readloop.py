@@ -9,6 +9,7 @@ alone.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
@@ -42,6 +43,8 @@ class Recorder(Protocol):
         self.received += data
         if self.behaviour == "raise" and b"boom" in data:
             raise RuntimeError("a bug in dataReceived")
+        if self.behaviour == "flood" and b"flood" in data:
+            self.transport.write(b"x" * (8 * 1024 * 1024))  # far more than the socket takes
         if self.behaviour == "hang-up" and b"bye" in data:
             self.transport.write(b"bye to you")
             self.transport.loseConnection()
@@ -168,6 +171,28 @@ def test_closing_from_dataReceived_flushes_and_closes(bench):  # noqa: N802
     assert client.recv(100) == b""
     assert proto.lost.check(error.ConnectionDone)
     client.close()
+
+
+def test_reading_goes_on_while_twisted_is_still_writing(bench):
+    b = bench("flood")
+    client, proto = b.connect()
+    client.sendall(b"flood")
+    b.turn_until(lambda: proto.received == b"flood")
+    assert proto.transport in b.reactor.getWriters()  # 8 MB waiting in Twisted's buffer
+    client.sendall(b" and more")
+    b.turn_until(lambda: proto.received == b"flood and more")
+    client.setblocking(False)
+    got = 0
+    deadline = time.monotonic() + 20
+    while got < 8 * 1024 * 1024:
+        assert time.monotonic() < deadline, f"only {got} bytes arrived"
+        b.reactor.runUntilCurrent()
+        b.reactor.doIteration(0.001)
+        with contextlib.suppress(BlockingIOError):
+            got += len(client.recv(1 << 20))
+    assert proto.transport not in b.reactor.getReaders()
+    client.close()
+    b.turn_until(lambda: proto.lost is not None)
 
 
 def test_a_new_connection_may_reuse_a_closed_ones_descriptor(bench):
