@@ -74,30 +74,43 @@ class NullTransport:
         pass
 
 
-def make_protocol(pipeline: str):
-    from twisted.internet import reactor
+def bench_settings(pm, config: str | None):
+    """Settings with the builtin pipelines (echo, gain, file-inject), or those of `config`.
+
+    Frames arrive here far faster than real time, so the paced sender's lead is lifted:
+    otherwise it would hold, then drop, output after a second's worth.
+    """
+    from dataclasses import replace
 
     from voicews import plugins
     from voicews.config import load_settings
+
+    if config is None:
+        workdir = Path(tempfile.mkdtemp(prefix="voicews-micro-"))
+        pipelines = {"echo": ["echo"], "gain": ["echo", {"gain": {"db": 6}}]}
+        if "file-inject" in plugins.collect_processors(pm):
+            from run import write_tone
+
+            write_tone(workdir / "tone.wav")
+            pipelines["file-inject"] = [
+                "echo", {"file-inject": {"path": "tone.wav", "mode": "mix", "loop": True}},
+            ]
+        config = workdir / "config.yaml"
+        config.write_text(yaml.safe_dump({"pipelines": pipelines}))
+    settings = load_settings(Path(config), pm)
+    limits = replace(settings.raw.limits, max_lead_seconds=1e9, idle_timeout=1e6)
+    return replace(settings, raw=replace(settings.raw, limits=limits))
+
+
+def make_protocol(pipeline: str, config: str | None = None):
+    from twisted.internet import reactor
+
+    from voicews import plugins
     from voicews.protocol import CallFactory
     from voicews.runtime import Runtime
 
-    workdir = Path(tempfile.mkdtemp(prefix="voicews-micro-"))
-    config = workdir / "config.yaml"
-    pipelines = {"echo": ["echo"], "gain": ["echo", {"gain": {"db": 6}}]}
     pm = plugins.make_plugin_manager()
-    if "file-inject" in plugins.collect_processors(pm):
-        from run import write_tone
-
-        write_tone(workdir / "tone.wav")
-        pipelines["file-inject"] = [
-            "echo", {"file-inject": {"path": "tone.wav", "mode": "mix", "loop": True}},
-        ]
-    config.write_text(yaml.safe_dump({
-        "pipelines": pipelines,
-        "limits": {"max_lead_seconds": 1e9, "idle_timeout": 1e6},
-    }))
-    runtime = Runtime(settings=load_settings(config, pm), pm=pm, clock=reactor)
+    runtime = Runtime(settings=bench_settings(pm, config), pm=pm, clock=reactor)
     factory = CallFactory(runtime)
     from twisted.internet.address import IPv4Address
 
@@ -123,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1, help="frames per dataReceived call")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the frame loop")
     p.add_argument("--src", help="voicews source tree to measure (default: this one)")
+    p.add_argument("--config", help="measure a pipeline of this config.yaml (your plugins "
+                                    "included) instead of the builtin ones")
     p.add_argument("--instructions", action="store_true",
                    help="count instructions per frame under valgrind (callgrind) instead of "
                         "timing: the same figure on every run, whatever the machine is doing")
     args = p.parse_args(argv)
     if args.instructions:
         return count_instructions(args)
-    proto, transport = make_protocol(args.pipeline)
+    proto, transport = make_protocol(args.pipeline, args.config)
     frame = client_frame(2, test_payload(320))
     chunk = frame * args.batch
     rounds = args.frames // args.batch
@@ -168,6 +183,8 @@ def count_instructions(args) -> int:
         command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                    sys.executable, __file__, "--frames", str(frames),
                    "--pipeline", args.pipeline, "--src", _src]
+        if args.config:
+            command += ["--config", args.config]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         counts[frames] = int(re.search(r"Collected : (\d+)", done.stderr).group(1))
     print(json.dumps({"pipeline": args.pipeline, "src": _src,

@@ -60,3 +60,15 @@ def test_micro_counts_instructions_per_frame():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     # An echoed frame is some thousands of instructions: not zero, not a whole start-up.
     assert 1_000 < report["instructions_per_frame"] < 1_000_000, report
+
+
+def test_micro_measures_a_pipeline_of_a_users_config():
+    """The shipped config's `robot` pipeline runs the bitcrush example plugin."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "micro.py"), "--frames", "2000",
+         "--config", str(REPO / "config.yaml"), "--pipeline", "robot"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["pipeline"] == "robot" and report["frames"] == 2000
