@@ -3,7 +3,7 @@
 A call's socket is readable 50 times a second.  Twisted's reactor dispatches each
 readiness through ``callWithLogger`` (two dict copies for the log context), its
 generic read/write dispatch and ``Connection.doRead``: a few microseconds a frame,
-about a sixth of what a whole echoed frame costs.  Here every plain-TCP call
+about a tenth of what a whole echoed frame costs.  Here every plain-TCP call
 socket, once its WebSocket is open, is paused on the reactor and registered in an
 epoll set of our own; that set's file descriptor is one ``IReadDescriptor`` on the
 reactor.  When any call has data, the reactor wakes us once and we read every
