@@ -8,6 +8,7 @@ for every voicews@N.service that names it in Sockets=.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -15,10 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from test_record import wait_wav
 
+from audio_checks import band_level, tone
 from conftest import REPO, TWISTD, Daemon, base_config
-from wire import echo_call
+from wire import Call, echo_call
 
 UNITS = REPO / "systemd"
 SYSTEMD_LISTEN = "systemd:domain=INET:index=0"
@@ -159,3 +163,39 @@ def test_systemd_listen_without_a_socket_is_one_clear_error(tmp_path):
     assert "voicews: cannot listen on 'systemd:domain=INET:index=0': no such socket was " \
         "handed over" in log
     assert "Traceback" not in log
+
+
+def test_the_install_layout_of_the_docs_serves_every_pipeline(tmp_path):
+    """README "Running as a service": config.yaml, prompts/ and plugins/ copied to the config
+    folder, the daemon run from the state folder with the units' VOICEWS_RECORDINGS: the
+    prompt plays, the example plugins load and a recording lands in the state folder."""
+    service = (UNITS / "voicews.service").read_text()
+    state_dir = re.search(r"^WorkingDirectory=(.+)$", service, re.M).group(1)
+    recordings = re.search(r"^Environment=VOICEWS_RECORDINGS=(.+)$", service, re.M).group(1)
+    assert recordings.startswith(state_dir + "/")  # writable under ProtectSystem=strict
+    etc, state = tmp_path / "etc-voicews", tmp_path / "var-lib-voicews"
+    etc.mkdir()
+    state.mkdir()
+    shutil.copy(REPO / "config.yaml", etc)
+    shutil.copytree(REPO / "prompts", etc / "prompts")
+    shutil.copytree(REPO / "plugins", etc / "plugins")
+    daemon = Daemon(tmp_path, "", env={
+        "VOICEWS_RECORDINGS": str(state / recordings[len(state_dir) + 1 :]),
+    })
+    daemon.workdir, daemon.config_path = state, etc / "config.yaml"
+    daemon.start()
+    try:
+        voice = tone(440, 1.0, 16000, amplitude=3000)
+        with Call(daemon.ws, pipeline="welcome") as call:
+            got = call.exchange(voice)
+        assert band_level(got[:8000], 16000, 1318.5) > 0.05  # the chime from prompts/
+        with Call(daemon.ws, pipeline="robot") as call:  # plugins/bitcrush.py
+            crushed = call.exchange(voice)
+        assert not np.array_equal(crushed, voice) and band_level(crushed, 16000, 440) > 0.2
+        with Call(daemon.ws, pipeline="recorded", uuid="installed-1") as call:
+            call.exchange(voice[:3200])
+        daemon.wait_log("recording finished uuid=installed-1 ")
+        [found] = (state / "recordings").glob("*installed-1.wav")
+        wait_wav(found, 3200)
+    finally:
+        assert daemon.stop() == 0
