@@ -169,3 +169,18 @@ def test_unmasking_fallback_matches_websockets_c_version(payload, mask):
     expected = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     assert _unmask_numpy(payload, mask) == expected
     assert _apply_mask(payload, mask) == expected
+
+
+int16s = st.lists(st.integers(-32768, 32767), max_size=400).map(lambda v: np.array(v, "<i2"))
+
+
+@given(int16s, int16s)
+def test_mix_is_the_saturated_sum(a, b):
+    """file-inject's mix: every sample the clipped sum (no wrap), the shorter padded with 0."""
+    from voicews.processors.file_inject import mix
+
+    n = max(len(a), len(b))
+    wide = np.zeros(n, np.int64)
+    wide[: len(a)] += a
+    wide[: len(b)] += b
+    assert mix(a, b).tolist() == np.clip(wide, -32768, 32767).tolist()
