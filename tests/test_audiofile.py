@@ -75,7 +75,7 @@ def test_two_pipelines_with_one_file_share_the_buffer(tmp_path):
         "pipelines:\n"
         "  echo: [echo]\n"
         "  a: [{file-inject: {path: p.wav}}]\n"
-        "  b: [echo, {file-inject: {path: p.wav, mode: mix, level: -6}}]\n"
+        "  b: [echo, {file-inject: {path: p.wav, mode: mix}}]\n"
     )
     settings = load_settings(tmp_path / "c.yaml")
     a = settings.pipelines["a"].steps[0].params.prompt
@@ -133,3 +133,28 @@ def test_a_thousand_calls_on_one_prompt_share_one_decoded_buffer(tmp_path):
     assert grown < 1000 * 10_000, f"{grown / 1000:.0f} bytes per call"
     for session in sessions:
         session.close()
+
+
+def test_a_level_is_applied_once_and_shared(tmp_path):
+    from voicews.audio import db_to_factor, saturate
+
+    write_tone(tmp_path / "p.wav", 16000, amplitude=0.9)
+    (tmp_path / "c.yaml").write_text(
+        "pipelines:\n"
+        "  echo: [echo]\n"
+        "  plain: [{file-inject: {path: p.wav}}]\n"
+        "  soft: [{file-inject: {path: p.wav, level: -6}}]\n"
+        "  soft2: [echo, {file-inject: {path: p.wav, mode: mix, level: -6}}]\n"
+        "  loud: [{file-inject: {path: p.wav, level: 12}}]\n"
+    )
+    pipelines = load_settings(tmp_path / "c.yaml").pipelines
+
+    def buffer(name, rate=8000):
+        return pipelines[name].steps[-1].params.prompt.samples(rate)
+
+    plain = buffer("plain")
+    assert buffer("soft") is buffer("soft2")  # one scaled buffer per file and level
+    assert buffer("soft").tolist() == saturate(plain * db_to_factor(-6)).tolist()
+    loud = buffer("loud")
+    assert loud.max() == 32767 and loud.min() == -32768  # +12 dB on a 0.9 tone saturates
+    assert not buffer("soft").flags.writeable

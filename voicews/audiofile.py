@@ -16,7 +16,7 @@ same functions, so both sides of a test decode and resample alike.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +40,31 @@ class Prompt:
     source_rate: int
     source_channels: int
     by_rate: dict[int, np.ndarray]
+    _scaled: dict[float, Prompt] = field(default_factory=dict, compare=False, repr=False)
 
     def samples(self, rate: int) -> np.ndarray:
         return self.by_rate[rate]
+
+    def scaled(self, factor: float) -> Prompt:
+        """This prompt at another level (saturating), made once per factor and shared.
+
+        A level set in config.yaml is applied here, at load, not to every frame of
+        every call that plays the prompt.
+        """
+        if factor == 1.0:
+            return self
+        with _lock:
+            done = self._scaled.get(factor)
+            if done is None:
+                by_rate = {}
+                for rate, samples in self.by_rate.items():
+                    louder = saturate(samples * factor)
+                    louder.flags.writeable = False
+                    by_rate[rate] = louder
+                done = self._scaled[factor] = Prompt(
+                    self.path, self.source_rate, self.source_channels, by_rate
+                )
+        return done
 
     def seconds(self) -> float:
         rate = RATES[0]

@@ -43,7 +43,6 @@ class Prepared:
     shown: str
     mode: str
     loop: bool
-    factor: float
     stop_on_dtmf: bool
 
 
@@ -54,13 +53,13 @@ class FileInject(Processor):
     @classmethod
     def prepare(cls, params: FileInjectParams, context) -> Prepared:
         factor = db_to_factor(params.level)
-        prompt = load(context.resolve(params.path))
+        # The level is applied once here; every call shares the scaled buffer.
+        prompt = load(context.resolve(params.path)).scaled(factor)
         return Prepared(
             prompt=prompt,
             shown=params.path,
             mode=params.mode,
             loop=params.loop,
-            factor=factor,
             stop_on_dtmf=params.stop_on_dtmf,
         )
 
@@ -117,8 +116,6 @@ class FileInject(Processor):
         chunk = self._next_chunk()
         if not self.playing:
             self._notify_due = True
-        if self.params.factor != 1.0:
-            chunk = saturate(chunk * self.params.factor)
         if self.params.mode == "replace" or outbound is None:
             return chunk
         return mix(outbound, chunk)
