@@ -8,7 +8,6 @@ with a meaningful code and one log line.
 
 from __future__ import annotations
 
-import numpy as np
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from twisted.internet import tcp
@@ -35,7 +34,6 @@ from voicews.session import CallInfo, Session
 
 log = Logger(namespace="voicews.call")
 
-_U32 = np.dtype("<u4")
 _BINARY_FIN = 0x82  # FIN + opcode 2: a whole, unfragmented binary message
 _MASKED_LEN16 = 0x80 | 126  # masked, 16-bit extended length: every L16 frame (320-960 bytes)
 _STATE_OPEN = WebSocketServerProtocol.STATE_OPEN
@@ -50,21 +48,10 @@ def _frame_header(opcode_byte: int, length: int) -> bytes:
     return bytes((opcode_byte, 127)) + length.to_bytes(8, "big")
 
 
-def _unmask_numpy(payload: bytes, mask: bytes) -> bytes:
-    """payload XOR the repeated 4-byte mask (RFC 6455 5.3): websockets' C version's stand-in."""
-    length = len(payload)
-    if not length & 3:  # every L16 frame: 320, 640 or 960 bytes
-        return (np.frombuffer(payload, _U32) ^ np.frombuffer(mask * (length >> 2), _U32)).tobytes()
-    key = mask * (length // 4 + 1)
-    return (
-        int.from_bytes(payload, "little") ^ int.from_bytes(key[:length], "little")
-    ).to_bytes(length, "little")
-
-
-try:  # websockets (already ours for the simulator) ships this in C: ~10x numpy's cost per frame
+try:  # websockets (already ours for the simulator) ships this in C: ~10x numpy's speed per frame
     from websockets.speedups import apply_mask as _apply_mask
 except ImportError:  # pragma: no cover - a platform without its compiled wheel
-    _apply_mask = _unmask_numpy
+    from websockets.utils import apply_mask as _apply_mask  # its pure-Python twin
 
 
 class CallProtocol(WebSocketServerProtocol):
