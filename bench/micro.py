@@ -82,8 +82,8 @@ def bench_settings(pm, config: str | None):
     """
     from dataclasses import replace
 
-    from voicews import plugins
-    from voicews.config import load_settings
+    from voicews.config import plugins
+    from voicews.config.settings import load_settings
 
     if config is None:
         workdir = Path(tempfile.mkdtemp(prefix="voicews-micro-"))
@@ -105,9 +105,9 @@ def bench_settings(pm, config: str | None):
 def make_protocol(pipeline: str, config: str | None = None):
     from twisted.internet import reactor
 
-    from voicews import plugins
-    from voicews.protocol import CallFactory
-    from voicews.runtime import Runtime
+    from voicews.config import plugins
+    from voicews.call.protocol import CallFactory
+    from voicews.runtime.state import Runtime
 
     pm = plugins.make_plugin_manager()
     runtime = Runtime(settings=bench_settings(pm, config), pm=pm, clock=reactor)

@@ -43,7 +43,7 @@ def free_port() -> int:
 
 
 def available_processors() -> set[str]:
-    from voicews import plugins
+    from voicews.config import plugins
 
     return set(plugins.collect_processors(plugins.make_plugin_manager()))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import soundfile as sf
 
-from voicews import audiofile
+from voicews.audio import files as audiofile
 
 
 def tone(freq: float, seconds: float, rate: int, amplitude: float = 8000.0) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicews import audiofile
-from voicews.config import ConfigError, load_settings
+from voicews.audio import files as audiofile
+from voicews.config.settings import ConfigError, load_settings
 
 from audio_checks import peak_frequency, write_tone
 
@@ -107,8 +107,8 @@ def test_a_thousand_calls_on_one_prompt_share_one_decoded_buffer(tmp_path):
 
     from twisted.internet.task import Clock
 
-    from voicews.sender import PacedSender
-    from voicews.session import CallInfo, Session
+    from voicews.pipeline.sender import PacedSender
+    from voicews.pipeline.session import CallInfo, Session
 
     write_tone(tmp_path / "p.wav", 16000, seconds=10.0)
     (tmp_path / "c.yaml").write_text(
@@ -136,7 +136,7 @@ def test_a_thousand_calls_on_one_prompt_share_one_decoded_buffer(tmp_path):
 
 
 def test_a_level_is_applied_once_and_shared(tmp_path):
-    from voicews.audio import db_to_factor, saturate
+    from voicews.audio.samples import db_to_factor, saturate
 
     write_tone(tmp_path / "p.wav", 16000, amplitude=0.9)
     (tmp_path / "c.yaml").write_text(

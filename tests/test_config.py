@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from voicews.config import ConfigError, load_settings
+from voicews.config.settings import ConfigError, load_settings
 
 from conftest import TWISTD, Daemon
 

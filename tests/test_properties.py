@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from voicews.audio import CONTENT_TYPES, FRAME_SECONDS
-from voicews.framing import Framer
-from voicews.messages import ProtocolError, parse_event, parse_first_message
-from voicews.sender import PacedSender
+from voicews.audio.samples import CONTENT_TYPES, FRAME_SECONDS
+from voicews.pipeline.framer import Framer
+from voicews.pipeline.sender import PacedSender
+from voicews.vonage.messages import ProtocolError, parse_event, parse_first_message
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -166,7 +166,7 @@ def test_unmasking_fallback_matches_websockets_c_version(payload, mask):
     bytes: each byte XOR the mask byte at its position mod 4 (RFC 6455 5.3)."""
     from websockets.utils import apply_mask as fallback
 
-    from voicews.protocol import _apply_mask
+    from voicews.call.protocol import _apply_mask
 
     expected = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     assert fallback(payload, mask) == expected

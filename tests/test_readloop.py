@@ -1,4 +1,4 @@
-"""The shared read loop (voicews.readloop), on a real epoll reactor with real sockets.
+"""The shared read loop (voicews.call.readloop), on a real epoll reactor with real sockets.
 
 Each test makes its own EPollReactor (not the global one), listens on loopback,
 connects plain client sockets and turns the reactor by hand until what a user of
@@ -19,7 +19,7 @@ from twisted.internet import error
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import Factory, Protocol
 
-from voicews.readloop import CallReader
+from voicews.call.readloop import CallReader
 
 pytestmark = pytest.mark.skipif(not CallReader.available(), reason="needs epoll (Linux)")
 
@@ -231,10 +231,10 @@ def test_an_open_call_socket_is_read_by_the_reader(tmp_path):
     """CallProtocol adopts its socket once open: a real call, bit-exact, through the reader."""
     import threading
 
-    from voicews import plugins
-    from voicews.config import load_settings
-    from voicews.protocol import CallFactory
-    from voicews.runtime import Runtime
+    from voicews.config import plugins
+    from voicews.call.protocol import CallFactory
+    from voicews.config.settings import load_settings
+    from voicews.runtime.state import Runtime
 
     from wire import Call
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicews.config import ConfigError, load_settings
+from voicews.config.settings import ConfigError, load_settings
 
 from audio_checks import tone
 from conftest import base_config

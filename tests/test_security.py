@@ -9,7 +9,7 @@ import time
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from voicews.vonage_jwt import make_token
+from voicews.vonage.tokens import make_token
 
 from conftest import base_config
 from wire import Call, RawCall
@@ -25,7 +25,7 @@ def _b64(data: dict) -> str:
 
 def unsigned_token(body: bytes) -> str:
     """A JWT with ``alg: none``: no signature at all."""
-    from voicews.vonage_jwt import body_hash
+    from voicews.vonage.tokens import body_hash
 
     claims = {"iat": int(time.time()), "jti": "x", "iss": "Vonage", "payload_hash": body_hash(body)}
     return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."

@@ -7,10 +7,10 @@ import json
 import numpy as np
 from twisted.internet.task import Clock
 
-from voicews.pipeline import PipelineSpec, Step
-from voicews.processor import Processor
-from voicews.sender import PacedSender
-from voicews.session import CallInfo, Session
+from voicews.pipeline.processor import Processor
+from voicews.pipeline.sender import PacedSender
+from voicews.pipeline.session import CallInfo, Session
+from voicews.pipeline.steps import PipelineSpec, Step
 
 
 class Wire:

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import serve
 
-from voicews.audiofile import load_audio, read_wav, tone, write_wav
-from voicews.simulator import CallSpec, main, simulate, simulate_call, simulate_socket
-from voicews.vonage_jwt import bearer, verify_token
+from voicews.audio.files import load_audio, read_wav, tone, write_wav
+from voicews.simulator import CallSpec, simulate, simulate_call, simulate_socket
+from voicews.simulator.cli import main
+from voicews.vonage.tokens import bearer, verify_token
 
 from conftest import REPO, base_config
 

@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("voicews")
 
-from voicews.events import Event  # noqa: E402
-from voicews.processor import PrepareContext, Processor  # noqa: E402
-from voicews.session import Session  # noqa: E402
+from voicews.pipeline.events import Event  # noqa: E402
+from voicews.pipeline.processor import PrepareContext, Processor  # noqa: E402
+from voicews.pipeline.session import Session  # noqa: E402
 
 __all__ = ["Event", "PrepareContext", "Processor", "Session", "__version__", "hookimpl"]

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 voicews = ServiceMaker(
     "voicews",
-    "voicews.tap",
+    "voicews.app.tap",
     "Vonage Voice API WebSocket audio daemon (webhooks + call socket on one port)",
     "voicews",
 )

@@ -1,7 +1,7 @@
 """file-inject: play an audio file into the call, replacing or mixed with what earlier steps made.
 
 The file is decoded and resampled when config.yaml loads (see
-:mod:`voicews.audiofile`), so every call shares one read-only buffer and the
+:mod:`voicews.audio.files`), so every call shares one read-only buffer and the
 per-frame work is a slice.  One 20 ms frame of the file goes out per frame the
 caller sends, which keeps the file in step with the call's own clock.
 """
@@ -15,8 +15,8 @@ import numpy as np
 from twisted.logger import Logger
 
 from voicews import Processor, hookimpl
-from voicews.audio import SAMPLE_DTYPE, db_to_factor, saturate
-from voicews.audiofile import Prompt, load
+from voicews.audio.files import Prompt, load
+from voicews.audio.samples import SAMPLE_DTYPE, db_to_factor, saturate
 
 log = Logger(namespace="voicews.processors.file_inject")
 

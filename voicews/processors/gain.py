@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voicews import Processor, hookimpl
-from voicews.audio import SAMPLE_DTYPE, db_to_factor, saturate
+from voicews.audio.samples import SAMPLE_DTYPE, db_to_factor, saturate
 
 _RAW_BITS = np.dtype(np.uint16)
 

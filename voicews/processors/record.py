@@ -27,7 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from voicews import Processor, hookimpl
-from voicews.audio import SAMPLE_DTYPE, saturate
+from voicews.audio.samples import SAMPLE_DTYPE, saturate
 
 log = Logger(namespace="voicews.processors.record")
 

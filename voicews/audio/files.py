@@ -23,7 +23,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from voicews.audio import RATES, SAMPLE_DTYPE, saturate
+from voicews.audio.samples import RATES, SAMPLE_DTYPE, saturate
 
 FULL_SCALE = 32768.0
 """soundfile maps int16 to floats by dividing by this; multiplying restores them exactly."""

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voicews.events import Event
-from voicews.processor import Processor
+from voicews.pipeline.events import Event
+from voicews.pipeline.processor import Processor
 
 if TYPE_CHECKING:
-    from voicews.session import Session
+    from voicews.pipeline.session import Session
 
 
 @dataclass(frozen=True)

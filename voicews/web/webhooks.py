@@ -16,16 +16,18 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from voicews import __version__, guard, metrics
-from voicews.calls import CallBook
-from voicews.ncco import answer_ncco, fallback_ncco
-from voicews.protocol import CallFactory
-from voicews.runtime import Runtime
+from voicews import __version__
+from voicews.call.protocol import CallFactory
+from voicews.runtime import metrics
+from voicews.runtime.calls import CallBook
+from voicews.runtime.state import Runtime
+from voicews.web import auth
+from voicews.web.ncco import answer_ncco, fallback_ncco
 
-log = Logger(namespace="voicews.webhooks")
+log = Logger(namespace="voicews.web.webhooks")
 
 
-class BadRequest(guard.Refused):
+class BadRequest(auth.Refused):
     """The request cannot be understood; answered 400 (or `code`) with the reason."""
 
     def __init__(self, reason: str, code: int = 400) -> None:
@@ -45,7 +47,7 @@ def request_fields(request: IRequest) -> dict[str, Any]:
     body = request.content.read() if request.content is not None else b""
     if not body.strip():
         return fields
-    ctype = (guard.header(request, "content-type") or "").split(";")[0].strip().lower()
+    ctype = (auth.header(request, "content-type") or "").split(";")[0].strip().lower()
     if ctype == "application/json" or (not ctype and body.lstrip()[:1] in (b"{", b"[")):
         try:
             data = json.loads(body)
@@ -80,7 +82,7 @@ def is_secure(request: IRequest) -> bool:
     """Whether the caller reached us over TLS, directly or through a proxy that says so."""
     if request.isSecure():
         return True
-    proto = guard.header(request, "x-forwarded-proto") or ""
+    proto = auth.header(request, "x-forwarded-proto") or ""
     return proto.split(",")[0].strip().lower() in ("https", "wss")
 
 
@@ -99,17 +101,17 @@ class Webhooks:
         self.runtime = runtime
         self.socket = WebSocketResource(factory)
 
-    @app.handle_errors(guard.Refused)
+    @app.handle_errors(auth.Refused)
     def refused(self, request: IRequest, failure) -> bytes:
         """Every refusal and malformed request: one log line, one metric, JSON reason."""
-        return guard.refuse(request, failure.value)
+        return auth.refuse(request, failure.value)
 
     @app.route("/webhooks/answer", methods=["GET", "POST"])
     def answer(self, request: IRequest) -> bytes:
-        guard.check_webhook_signature(request, self.runtime.settings)
+        auth.check_webhook_signature(request, self.runtime.settings)
         call = call_fields(request_fields(request))
         settings = self.runtime.settings
-        host = guard.header(request, "x-forwarded-host") or guard.header(request, "host")
+        host = auth.header(request, "x-forwarded-host") or auth.header(request, "host")
         ncco, pipeline = answer_ncco(settings, call, host, is_secure(request))
         uuid = call.get("uuid")
         if uuid:
@@ -127,7 +129,7 @@ class Webhooks:
 
     @app.route("/webhooks/event", methods=["GET", "POST"])
     def event(self, request: IRequest) -> bytes:
-        guard.check_webhook_signature(request, self.runtime.settings)
+        auth.check_webhook_signature(request, self.runtime.settings)
         data = request_fields(request)
         uuid, status = data.get("uuid"), data.get("status")
         if isinstance(uuid, str) and isinstance(status, str):
@@ -141,7 +143,7 @@ class Webhooks:
 
     @app.route("/webhooks/fallback", methods=["GET", "POST"])
     def fallback(self, request: IRequest) -> bytes:
-        guard.check_webhook_signature(request, self.runtime.settings)
+        auth.check_webhook_signature(request, self.runtime.settings)
         try:
             data = request_fields(request)
         except BadRequest:
@@ -167,11 +169,11 @@ class Webhooks:
 
     @app.route("/metrics", methods=["GET"])
     def metrics_page(self, request: IRequest) -> bytes:
-        guard.check_bearer(request, self.runtime.settings.raw.security.metrics_token, "metrics")
+        auth.check_bearer(request, self.runtime.settings.raw.security.metrics_token, "metrics")
         request.setHeader("content-type", "text/plain; version=0.0.4; charset=utf-8")
         return metrics.render()
 
     @app.route("/socket", methods=["GET"])
     def socket_route(self, request: IRequest):
-        guard.check_socket_handshake(request, self.runtime)
+        auth.check_socket_handshake(request, self.runtime)
         return self.socket

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 
 if TYPE_CHECKING:
-    from voicews.calls import CallRegistry
-    from voicews.session import Session
+    from voicews.pipeline.session import Session
+    from voicews.runtime.calls import CallRegistry
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from voicews.audio import FRAME_SECONDS
+from voicews.audio.samples import FRAME_SECONDS
 
 
 class PacedSender:

@@ -15,14 +15,16 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
-from voicews import metrics
-from voicews.config import ConfigError, load_settings
-from voicews.guard import CallWatchdog, GuardedSite, warn_if_exposed
-from voicews.protocol import CallFactory
-from voicews.runtime import Runtime
-from voicews.webhooks import Webhooks
+from voicews.call.protocol import CallFactory
+from voicews.call.watchdog import CallWatchdog
+from voicews.config.settings import ConfigError, load_settings
+from voicews.runtime import metrics
+from voicews.runtime.state import Runtime
+from voicews.web.auth import warn_if_exposed
+from voicews.web.limits import GuardedSite
+from voicews.web.webhooks import Webhooks
 
-log = Logger(namespace="voicews.service")
+log = Logger(namespace="voicews.app.service")
 
 # Seconds dropped calls get to report their end once drain_timeout has passed.
 DROP_GRACE = 1.0

@@ -14,8 +14,12 @@ from twisted.internet import tcp
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from voicews import metrics
-from voicews.messages import (
+from voicews.call.readloop import CallReader
+from voicews.pipeline.sender import PacedSender
+from voicews.pipeline.session import CallInfo, Session
+from voicews.runtime import metrics
+from voicews.runtime.state import Runtime
+from voicews.vonage.messages import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_INVALID_DATA,
@@ -27,10 +31,6 @@ from voicews.messages import (
     parse_event,
     parse_first_message,
 )
-from voicews.readloop import CallReader
-from voicews.runtime import Runtime
-from voicews.sender import PacedSender
-from voicews.session import CallInfo, Session
 
 log = Logger(namespace="voicews.call")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from voicews.config import Settings
+from voicews.config.settings import Settings
 
 HEADERS_LIMIT = 512
 HEADER_VALUE_LIMIT = 128

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicews.audio import parse_content_type
-from voicews.events import Event
+from voicews.audio.samples import parse_content_type
+from voicews.pipeline.events import Event
 
 # Close codes we use (RFC 6455 section 7.4.1).
 CLOSE_NORMAL = 1000

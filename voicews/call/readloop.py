@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-log = Logger(namespace="voicews.readloop")
+log = Logger(namespace="voicews.call.readloop")
 
 # What Twisted's own tcp.Connection reads per recv.
 READ_SIZE = 65536
@@ -117,7 +117,7 @@ class CallReader:
         return self._epoll.fileno() if self._epoll is not None else -1
 
     def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
-        return "voicews.readloop"
+        return "voicews.call.readloop"
 
     def doRead(self) -> None:  # noqa: N802 - Twisted's name
         adopted_by_fd = self._adopted

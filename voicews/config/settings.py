@@ -17,10 +17,10 @@ from typing import Any, Literal
 import pluggy
 import yaml
 
-from voicews import plugins, typed
-from voicews.audio import parse_content_type
-from voicews.pipeline import PipelineSpec, Step
-from voicews.processor import PrepareContext
+from voicews.audio.samples import parse_content_type
+from voicews.config import plugins, typed
+from voicews.pipeline.processor import PrepareContext
+from voicews.pipeline.steps import PipelineSpec, Step
 
 ContentType = Literal["audio/l16;rate=8000", "audio/l16;rate=16000", "audio/l16;rate=24000"]
 

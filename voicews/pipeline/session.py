@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voicews.audio import SAMPLE_DTYPE, frame_bytes, frame_samples
-from voicews.events import Event
-from voicews.framing import Framer
-from voicews.metrics import PROCESSING, PROCESSING_SAMPLE
-from voicews.sender import PacedSender
+from voicews.audio.samples import SAMPLE_DTYPE, frame_bytes, frame_samples
+from voicews.pipeline.events import Event
+from voicews.pipeline.framer import Framer
+from voicews.pipeline.sender import PacedSender
+from voicews.runtime.metrics import PROCESSING, PROCESSING_SAMPLE
 
 if TYPE_CHECKING:
-    from voicews.pipeline import Pipeline, PipelineSpec
+    from voicews.pipeline.steps import Pipeline, PipelineSpec
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voicews.audio import SAMPLE_DTYPE, saturate
+from voicews.audio.samples import SAMPLE_DTYPE, saturate
 
 
 class Framer:

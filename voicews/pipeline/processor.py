@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from voicews.events import Event
-    from voicews.session import Session
+    from voicews.pipeline.events import Event
+    from voicews.pipeline.session import Session
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from voicews.protocol import CallProtocol
+    from voicews.call.protocol import CallProtocol
 
 BOOK_TTL = 24 * 3600.0
 MAX_BOOKS = 100_000

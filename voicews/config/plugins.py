@@ -18,7 +18,7 @@ from pathlib import Path
 import pluggy
 
 from voicews import hookspecs
-from voicews.processor import Processor
+from voicews.pipeline.processor import Processor
 
 BUILTIN_PLUGINS = (
     "voicews.processors.echo",

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import pluggy
 from twisted.internet.interfaces import IReactorTime
 
-from voicews.calls import CallRegistry
-from voicews.config import Settings
+from voicews.config.settings import Settings
+from voicews.runtime.calls import CallRegistry
 
 
 @dataclass

@@ -6,8 +6,8 @@ import sys
 
 from twisted.python import usage
 
-from voicews import plugins
-from voicews.config import ConfigError, load_settings
+from voicews.config import plugins
+from voicews.config.settings import ConfigError, load_settings
 
 
 class Options(usage.Options):
@@ -31,8 +31,8 @@ class Options(usage.Options):
 def makeService(options: Options):  # noqa: N802 - Twisted's name
     from twisted.internet import reactor
 
-    from voicews.runtime import Runtime
-    from voicews.service import VoicewsService
+    from voicews.app.service import VoicewsService
+    from voicews.runtime.state import Runtime
 
     try:
         pm = plugins.make_plugin_manager()
@@ -41,7 +41,7 @@ def makeService(options: Options):  # noqa: N802 - Twisted's name
         sys.stderr.write(f"voicews: config error: {exc}\n")
         sys.stderr.flush()
         raise SystemExit(2) from None
-    from voicews.logs import observer_for
+    from voicews.app.logs import observer_for
 
     listen = options["listen"] or settings.raw.listen
     problem = check_listen(reactor, listen)

@@ -1,0 +1,1 @@
+"""The application: ``twistd voicews`` (tap), the service that assembles the parts, logs."""

@@ -1,0 +1,1 @@
+"""The daemon's shared state: the config in force, the live calls, the metrics."""

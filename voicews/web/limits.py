@@ -1,0 +1,164 @@
+"""The HTTP side's bounds: a whole request within a deadline, bodies within a size.
+
+A request must be fully received within ``limits.handshake_timeout`` (slow or
+half-open clients are dropped), and a body larger than ``limits.max_body_bytes``
+is answered 413 without being buffered.  Every refusal is one log line and one
+``voicews_rejected_total{reason}`` increment.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Request, Site
+
+from voicews.runtime import metrics
+
+if TYPE_CHECKING:
+    from voicews.runtime.state import Runtime
+
+log = Logger(namespace="voicews.web.limits")
+
+
+class GuardedRequest(Request):
+    """A Request that refuses a body over ``limits.max_body_bytes`` before buffering it.
+
+    With a Content-Length the check happens as soon as the headers are in; a
+    chunked body is counted as it arrives.  Either way the client gets a 413 and
+    the connection is closed, and the rest of the body is discarded unread.
+    """
+
+    _body_seen = 0
+    _too_big = False
+
+    def _limit(self) -> int:
+        return self.channel.site.runtime.settings.raw.limits.max_body_bytes
+
+    def gotLength(self, length):  # noqa: N802 - Twisted's name
+        if length is not None and length > self._limit():
+            self._refuse_body(f"body of {length} bytes, limit {self._limit()}")
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):  # noqa: N802
+        if self._too_big:
+            return
+        self._body_seen += len(data)
+        if self._body_seen > self._limit():
+            self._refuse_body(f"body over {self._limit()} bytes")
+            return
+        super().handleContentChunk(data)
+
+    def process(self):
+        if self._too_big:
+            return  # answered 413 already; the handler must not run on a cut body
+        super().process()
+
+    def _refuse_body(self, reason: str) -> None:
+        self._too_big = True
+        self.content = _Discard()
+        channel = self.channel
+        transport = channel.transport
+        peer = transport.getPeer() if transport is not None else None
+        log.warn(
+            "{method} {path} from {peer} refused 413: {reason}",
+            method=(getattr(channel, "_command", b"?") or b"?").decode("latin-1"),
+            path=(getattr(channel, "_path", b"?") or b"?").decode("utf-8", "replace"),
+            peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
+            reason=reason, rejected="body_too_big",
+        )
+        metrics.rejected("body_too_big")
+        if transport is None:
+            return
+        body = json.dumps({"error": reason}).encode()
+        transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        transport.loseConnection()
+
+
+class _Discard:
+    """Where the rest of a refused body goes."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, *args) -> int:
+        return 0
+
+    def read(self, *args) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class GuardedChannel(HTTPChannel):
+    """An HTTP channel that must receive each whole request within a deadline.
+
+    Twisted's own ``timeOut`` is an idle timer, reset by every byte, so a client
+    that trickles a header a byte at a time would never be dropped.  Here the
+    deadline (``limits.handshake_timeout``) runs from the connection (or the
+    previous response) to the end of the request; a socket upgrade cancels it
+    before Autobahn takes the connection, so it never cuts a call.
+    """
+
+    _deadline = None
+
+    def connectionMade(self):  # noqa: N802
+        super().connectionMade()
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            return
+        timeout = self.site.runtime.settings.raw.limits.handshake_timeout
+        self._deadline = self.callLater(timeout, self._too_slow, timeout)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self, timeout: float) -> None:
+        self._deadline = None
+        transport = self.transport
+        if transport is None:
+            return
+        peer = transport.getPeer()
+        log.info(
+            "dropped connection from {peer}: no complete request within {timeout:g} s",
+            peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
+            timeout=timeout, rejected="request_timeout",
+        )
+        metrics.rejected("request_timeout")
+        transport.abortConnection()
+
+    def allContentReceived(self):  # noqa: N802
+        self._disarm()
+        super().allContentReceived()
+
+    def requestDone(self, request):  # noqa: N802
+        super().requestDone(request)
+        if self.persistent and self.transport is not None and not self.transport.disconnecting:
+            self._arm()  # the next request on this keep-alive connection gets the same bound
+
+    def connectionLost(self, reason):  # noqa: N802
+        self._disarm()
+        super().connectionLost(reason)
+
+
+class GuardedSite(Site):
+    """The daemon's Site: guarded channels and requests that know the Runtime's limits."""
+
+    protocol = GuardedChannel
+    requestFactory = GuardedRequest
+
+    def __init__(self, resource, runtime: Runtime, reactor=None) -> None:
+        super().__init__(resource, requestFactory=GuardedRequest, reactor=reactor)
+        self.runtime = runtime
+        self.displayTracebacks = False
