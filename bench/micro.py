@@ -105,8 +105,8 @@ def bench_settings(pm, config: str | None):
 def make_protocol(pipeline: str, config: str | None = None):
     from twisted.internet import reactor
 
-    from voicews.config import plugins
     from voicews.call.protocol import CallFactory
+    from voicews.config import plugins
     from voicews.runtime.state import Runtime
 
     pm = plugins.make_plugin_manager()
@@ -125,7 +125,7 @@ def make_protocol(pipeline: str, config: str | None = None):
     first = {"event": "websocket:connected", "content-type": "audio/l16;rate=16000",
              "pipeline": pipeline}
     proto.dataReceived(client_frame(1, json.dumps(first).encode()))
-    assert proto.session is not None, "the first message was not accepted"
+    assert proto.pipeline is not None, "the first message was not accepted"
     return proto, transport
 
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     frames = rounds * args.batch
     out = transport.writes - writes0
-    assert proto.session.frames_in >= frames and out >= frames, (proto.session.frames_in, out)
+    assert proto.pipeline.frames_in >= frames and out >= frames, (proto.pipeline.frames_in, out)
     print(json.dumps({"pipeline": args.pipeline, "frames": frames,
                       "us_per_frame": round(1e6 * spent / frames, 2)}))
     return 0

@@ -105,10 +105,7 @@ def test_missing_or_undecodable_file_is_a_config_error(tmp_path, content, proble
 def test_a_thousand_calls_on_one_prompt_share_one_decoded_buffer(tmp_path):
     import tracemalloc
 
-    from twisted.internet.task import Clock
-
-    from voicews.pipeline.sender import PacedSender
-    from voicews.pipeline.session import CallInfo, Session
+    from voicews.testing import LocalCall, start
 
     write_tone(tmp_path / "p.wav", 16000, seconds=10.0)
     (tmp_path / "c.yaml").write_text(
@@ -118,21 +115,20 @@ def test_a_thousand_calls_on_one_prompt_share_one_decoded_buffer(tmp_path):
     buffer = spec.steps[1].params.prompt.samples(16000)
     assert buffer.nbytes == 10 * 16000 * 2
 
-    def call() -> Session:
-        sender = PacedSender(Clock(), lambda frame: None, lambda text: None, 1.0, 50)
-        return Session(CallInfo(16000, "audio/l16;rate=16000", "p"), spec, sender)
+    def call() -> LocalCall:
+        return start(spec, rate=16000)
 
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    sessions = [call() for _ in range(1000)]
+    calls = [call() for _ in range(1000)]
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    for session in sessions:
-        assert session.pipeline.processors[1].samples is buffer
+    for one in calls:
+        assert one.pipeline.processors[1].samples is buffer
     # A decoded copy per call would be 320 MB; the calls together hold a few MB.
     assert grown < 1000 * 10_000, f"{grown / 1000:.0f} bytes per call"
-    for session in sessions:
-        session.close()
+    for one in calls:
+        one.pipeline.close("hangup")
 
 
 def test_a_level_is_applied_once_and_shared(tmp_path):

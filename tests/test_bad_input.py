@@ -183,7 +183,7 @@ def test_processor_that_raises(daemon, witness):
     call = Call(daemon.ws, pipeline="raiser")
     call.echo_roundtrip(0, 2)
     call.ws.send(frame(2))
-    assert call.wait_closed() == (1011, "processor error in pipeline raiser")
+    assert call.wait_closed() == (1011, "processor error in pipeline raiser, step raiser")
     assert "RuntimeError: raiser: deliberate failure" in daemon.log()
 
 

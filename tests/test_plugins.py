@@ -105,8 +105,8 @@ def test_a_raising_processor_closes_only_its_own_call(start_daemon, tmp_path):
     log = d.wait_log("call ended uuid=bad")
     assert log.count("RuntimeError: boom on frame 5") == 1
     assert log.count("Traceback (most recent call last)") == 1
-    assert log.count("processor raised during frame in pipeline fragile uuid=bad") == 1
-    assert "[voicews.call#error] processor raised" in log
+    assert log.count("step boom of pipeline fragile raised during frame uuid=bad") == 1
+    assert "[voicews.pipeline#error] step boom of pipeline fragile raised" in log
     assert "closing call uuid=bad" not in log  # no second line for the same failure
     assert "code=1011" in log.split("call ended uuid=bad", 1)[1].splitlines()[0]
     assert d.get_json("/health")["status"] == "ok"
@@ -266,4 +266,4 @@ def test_a_processor_failing_at_call_start_closes_the_steps_already_made(start_d
         assert call.wait_closed()[0] == 1011
     log = d.wait_log("recording finished uuid=early")
     assert log.count("ValueError: cannot start") == 1
-    assert "processor raised during start in pipeline broken uuid=early" in log
+    assert "step fails-at-start of pipeline broken raised during start uuid=early" in log

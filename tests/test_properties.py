@@ -12,8 +12,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
+from websockets.utils import apply_mask as fallback_apply_mask
 
 from voicews.audio.samples import CONTENT_TYPES, FRAME_SECONDS
+from voicews.call.fastpath import apply_mask
+from voicews.pipeline.events import Event
 from voicews.pipeline.framer import Framer
 from voicews.pipeline.sender import PacedSender
 from voicews.vonage.messages import ProtocolError, parse_event, parse_first_message
@@ -56,10 +59,11 @@ def test_first_message_valid_forms(ctype, headers, with_event):
                                  json_values).map(lambda d: json.dumps(d).encode())))
 def test_events_never_crash(payload):
     try:
-        event = parse_event(payload)
+        kind, data = parse_event(payload)
     except ProtocolError as exc:
         assert exc.code == 1008
     else:
+        event = Event(kind, data)
         assert event.kind is not None
         assert event.digit is None or (isinstance(event.digit, str) and len(event.digit) == 1)
         assert event.duration is None or type(event.duration) is int
@@ -164,13 +168,9 @@ def test_sender_bounded_ordered_paced(operations, max_lead, max_queue):
 def test_unmasking_fallback_matches_websockets_c_version(payload, mask):
     """Where websockets has no compiled speedups, its pure-Python apply_mask must give the same
     bytes: each byte XOR the mask byte at its position mod 4 (RFC 6455 5.3)."""
-    from websockets.utils import apply_mask as fallback
-
-    from voicews.call.protocol import _apply_mask
-
     expected = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert fallback(payload, mask) == expected
-    assert _apply_mask(payload, mask) == expected
+    assert fallback_apply_mask(payload, mask) == expected
+    assert apply_mask(payload, mask) == expected
 
 
 int16s = st.lists(st.integers(-32768, 32767), max_size=400).map(lambda v: np.array(v, "<i2"))
@@ -178,8 +178,8 @@ int16s = st.lists(st.integers(-32768, 32767), max_size=400).map(lambda v: np.arr
 
 @given(int16s, int16s)
 def test_mix_is_the_saturated_sum(a, b):
-    """file-inject's mix: every sample the clipped sum (no wrap), the shorter padded with 0."""
-    from voicews.processors.file_inject import mix
+    """The mix bus's mix: every sample the clipped sum (no wrap), the shorter padded with 0."""
+    from voicews.audio.samples import mix
 
     n = max(len(a), len(b))
     wide = np.zeros(n, np.int64)

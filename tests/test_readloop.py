@@ -231,8 +231,8 @@ def test_an_open_call_socket_is_read_by_the_reader(tmp_path):
     """CallProtocol adopts its socket once open: a real call, bit-exact, through the reader."""
     import threading
 
+    from voicews.call.protocol import CallFactory, CallProtocol
     from voicews.config import plugins
-    from voicews.call.protocol import CallFactory
     from voicews.config.settings import load_settings
     from voicews.runtime.state import Runtime
 
@@ -249,8 +249,8 @@ def test_an_open_call_socket_is_read_by_the_reader(tmp_path):
         with Call(f"ws://127.0.0.1:{port}/socket", pipeline="echo") as call:
             call.echo_roundtrip(0, 20)
             assert factory.reader.sockets == 1
-            assert not [r for r in reactor.getReaders() if getattr(r, "protocol", None)
-                        in factory.runtime.calls.live]
+            assert not [r for r in reactor.getReaders()
+                        if isinstance(getattr(r, "protocol", None), CallProtocol)]
             call.echo_roundtrip(20, 20)
         deadline = time.monotonic() + 5
         while factory.reader.sockets and time.monotonic() < deadline:

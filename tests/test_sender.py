@@ -9,8 +9,7 @@ from twisted.internet.task import Clock
 
 from voicews.pipeline.processor import Processor
 from voicews.pipeline.sender import PacedSender
-from voicews.pipeline.session import CallInfo, Session
-from voicews.pipeline.steps import PipelineSpec, Step
+from voicews.testing import call_with
 
 
 class Wire:
@@ -102,12 +101,10 @@ class Chunky(Processor):
 
 
 def test_session_frames_any_output_exactly_and_pads_before_notify():
-    clock, wire, sender = make_sender(max_lead=10)
-    spec = PipelineSpec("chunky", (Step("chunky", Chunky, None),))
-    session = Session(CallInfo(rate=8000, content_type="", pipeline="chunky"), spec, sender)
-    for _ in range(5):
-        session.receive_frame(b"\x00" * 320)
-    session.notify({"done": True})
+    call = call_with([Chunky], rate=8000, max_lead_seconds=10)
+    call.frames(5, step=0)
+    call.pipeline.session.notify({"done": True})
+    wire = call.wire
     sizes = [len(item) for _, item in wire.items if isinstance(item, bytes)]
     assert sizes == [320, 320, 320]  # 350 samples: two whole frames, then 30 padded
     audio = np.frombuffer(b"".join(i for _, i in wire.items if isinstance(i, bytes)), "<i2")
@@ -117,10 +114,8 @@ def test_session_frames_any_output_exactly_and_pads_before_notify():
 
 
 def test_session_clear_sends_clear_command_and_forgets_partial_frame():
-    clock, wire, sender = make_sender(max_lead=10)
-    spec = PipelineSpec("chunky", (Step("chunky", Chunky, None),))
-    session = Session(CallInfo(rate=8000, content_type="", pipeline="chunky"), spec, sender)
-    session.receive_frame(b"\x00" * 320)  # 70 samples pending
-    session.clear()
-    assert session.framer.pending == 0
-    assert json.loads(wire.items[-1][1]) == {"action": "clear"}
+    call = call_with([Chunky], rate=8000, max_lead_seconds=10)
+    call.frames(1)  # 70 samples pending
+    call.pipeline.session.clear()
+    assert call.pipeline.framer.pending == 0
+    assert call.texts()[-1] == {"action": "clear"}

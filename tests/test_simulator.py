@@ -162,8 +162,10 @@ def marker_daemon(start_daemon, tmp_path):
 
 
 def test_notify_is_answered_once_the_audio_before_it_has_played(marker_daemon):
+    """Played audio goes out one frame per caller frame (the mix bus), the notify right
+    after its last frame; the simulator answers once that has "played"."""
     result = simulate(CallSpec(answer_url=marker_daemon.base + "/webhooks/answer",
-                               seconds=0.4, fast=True))
+                               seconds=1.5))
     assert result.ok, result.error
     assert result.commands == [{"action": "notify", "payload": {"mark": "prompt"}}]
     assert result.events_sent == [{"event": "websocket:notify", "payload": {"mark": "prompt"}}]
@@ -171,27 +173,32 @@ def test_notify_is_answered_once_the_audio_before_it_has_played(marker_daemon):
     assert result.frames_received == 55
     assert set(result.received[: 50 * 320].tolist()) == {1000}
     assert set(result.received[50 * 320 :].tolist()) == {2000}
-    assert result.frames_cleared == 0
     marker_daemon.wait_log("event notify uuid=")
 
 
 def test_clear_drops_playout_and_is_acknowledged(marker_daemon):
     result = simulate(CallSpec(answer_url=marker_daemon.base + "/webhooks/answer",
-                               seconds=0.4, fast=True, dtmf=[("5", 0.1)]))
+                               seconds=1.5, dtmf=[("5", 0.1)]))
     assert result.ok, result.error
+    # The prompt's mark is released by the clear (its audio will never play), then the
+    # step's own mark: Vonage answers both at once.
     assert result.commands == [
-        {"action": "notify", "payload": {"mark": "prompt"}},
         {"action": "clear"},
+        {"action": "notify", "payload": {"mark": "prompt"}},
         {"action": "notify", "payload": {"mark": "after-clear", "digit": "5"}},
     ]
-    # The prompt's mark is due at once when its audio is cleared, as is the one after.
     assert result.events_sent == [
         {"event": "websocket:dtmf", "digit": "5", "duration": 260},
-        {"event": "websocket:notify", "payload": {"mark": "prompt"}},
         {"event": "websocket:cleared"},
+        {"event": "websocket:notify", "payload": {"mark": "prompt"}},
         {"event": "websocket:notify", "payload": {"mark": "after-clear", "digit": "5"}},
     ]
-    assert result.frames_cleared > 0
+    frames = result.received.reshape(-1, 320)
+    prompt = [f for f in frames if set(f.tolist()) == {1000}]
+    beeps = [f for f in frames if set(f.tolist()) == {2000}]
+    assert 3 <= len(prompt) <= 10  # the prompt stopped at the key press, 0.1 s in
+    assert len(beeps) == 10  # a 5-frame beep for each notify answered
+    assert len(frames) == len(prompt) + len(beeps)
     log = marker_daemon.wait_log("event cleared uuid=")
     assert "event dtmf uuid=" in log and "digit=5" in log
 

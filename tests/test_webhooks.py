@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import voicews
+
 from conftest import base_config
 
 
@@ -90,7 +92,7 @@ def test_fallback_answers_a_safe_ncco(daemon):
 
 def test_health(daemon):
     health = daemon.get_json("/health")
-    assert health["version"] == "0.1.0"
+    assert health["version"] == voicews.__version__
     assert health["active_calls"] == 0
     assert health["status"] == "ok"
 

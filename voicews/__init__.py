@@ -1,18 +1,19 @@
 """voicews: answer Vonage Voice API calls and process their live audio over WebSockets.
 
-The public API for processor plugins lives here: `hookimpl` to mark hook
-implementations, `Processor` to subclass, and the `Session` and `Event` types a
-processor receives.
+The public API for processor plugins lives here: ``hookimpl`` to mark hook
+implementations, ``Processor`` to subclass, and the ``Session``, ``Event``,
+``CallInfo`` and ``PrepareContext`` types a processor meets.  Importing it is
+light (numpy, pluggy and Twisted's core): no web framework, no metrics library.
 """
 
-import pluggy
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
-
-hookimpl = pluggy.HookimplMarker("voicews")
-
+from voicews.hookspecs import hookimpl  # noqa: E402
 from voicews.pipeline.events import Event  # noqa: E402
+from voicews.pipeline.info import CallInfo  # noqa: E402
 from voicews.pipeline.processor import PrepareContext, Processor  # noqa: E402
 from voicews.pipeline.session import Session  # noqa: E402
 
-__all__ = ["Event", "PrepareContext", "Processor", "Session", "__version__", "hookimpl"]
+__all__ = [
+    "CallInfo", "Event", "PrepareContext", "Processor", "Session", "__version__", "hookimpl",
+]

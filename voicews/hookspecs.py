@@ -1,14 +1,23 @@
-"""The hooks a voicews plugin may implement.
+"""The hooks a voicews plugin may implement, and the markers for them.
 
-Builtin processors and users' plugins implement these the same way; there is
-no other door into the processor registry.
+Builtin processors and users' plugins implement these the same way; there is no
+other door into the daemon.  pluggy calls hooks with keyword arguments, and an
+implementation may take any subset of a hook's arguments.  Mark implementations
+with ``@voicews.hookimpl``.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+if TYPE_CHECKING:
+    from voicews.pipeline.session import Session
+
 hookspec = pluggy.HookspecMarker("voicews")
+hookimpl = pluggy.HookimplMarker("voicews")
 
 
 @hookspec
@@ -21,9 +30,41 @@ def register_processors(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def services(runtime: Any) -> Any:
+    """Process-wide services this plugin needs: an ``IService``, a list of them, or None.
+
+    Called once when the daemon starts, with the daemon's Runtime (its ``clock``,
+    ``settings``, live ``calls``).  The services start with the daemon and are
+    stopped, and their ``stopService`` Deferreds awaited (up to ``drain_timeout``),
+    after every call has ended: a writer thread flushing files, a connection pool,
+    a model loaded once for every call.
+    """
+
+
+@hookspec
+def call_started(session: Session) -> None:
+    """A call's pipeline has started; ``session`` is the call's own (not a step's).
+
+    Runs once per call, on the reactor, after every step's ``start()`` was called.
+    ``session.info`` says which call; ``session.emit``, ``session.play``, ``session.say``
+    act on it.
+    """
+
+
+@hookspec
+def call_ended(session: Session, outcome: str) -> None:
+    """A call has ended and every step's ``close()`` has finished (or timed out).
+
+    ``outcome`` is the reason, as in ``voicews_calls_total``: ``hangup``, ``idle``,
+    ``error``, ``drained``, ``hangup_api``, ...  Runs once per call whose pipeline started.
+    """
+
+
+@hookspec
 def stop() -> object:
     """The daemon is stopping and its calls have ended (every processor's ``close`` ran).
 
     Return a Deferred to make the daemon wait for it before exiting (e.g. files
     still being written by a thread), or None.  Waited for at most ``drain_timeout``.
+    Prefer the ``services`` hook for anything that also needs starting.
     """

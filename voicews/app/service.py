@@ -1,22 +1,33 @@
-"""The daemon as a Twisted service: listen, reload on SIGHUP, drain on stop.
+"""The daemon as a Twisted service: listen, watch calls, reload on SIGHUP, drain on stop.
 
-``stopService`` returns a Deferred that fires once live calls have ended or
-``drain_timeout`` has passed, so twistd waits for the goodbye before exiting.
+A ``MultiService`` of Twisted's own parts: a ``StreamServerEndpointService`` for
+the one port (webhooks and the call socket on one Site) and a ``TimerService``
+for the call watchdog; plugins' ``services`` run beside them.  ``stopService``
+returns a Deferred that fires once live calls have ended (their steps closed)
+or ``drain_timeout`` has passed, then stops plugin services and runs the
+``stop`` hooks, so twistd waits for the goodbye before exiting.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
+from typing import Any
 
 from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from voicews.call.fastpath import self_check
 from voicews.call.protocol import CallFactory
-from voicews.call.watchdog import CallWatchdog
+from voicews.call.watchdog import INTERVAL, CallWatchdog
+from voicews.config import plugins
 from voicews.config.settings import ConfigError, load_settings
 from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
@@ -24,27 +35,38 @@ from voicews.web.auth import warn_if_exposed
 from voicews.web.limits import GuardedSite
 from voicews.web.webhooks import Webhooks
 
-log = Logger(namespace="voicews.app.service")
+log = Logger(namespace="voicews.service")
 
-# Seconds dropped calls get to report their end once drain_timeout has passed.
 DROP_GRACE = 1.0
+"""Seconds dropped calls get to report their end once drain_timeout has passed."""
 
 
-class VoicewsService(service.Service):
+class VoicewsService(service.MultiService):
     """One port, one process: webhooks and the call socket on one Site."""
 
-    def __init__(self, runtime: Runtime, listen: str, reactor, log_observer=None) -> None:
+    def __init__(self, runtime: Runtime, listen: str, reactor: Any, log_observer=None) -> None:
+        super().__init__()
         self.runtime = runtime
-        self.log_observer = log_observer
         self.listen = listen
         self.reactor = reactor
-        self.factory = CallFactory(runtime)
+        self.log_observer = log_observer
+        problem = self_check() if runtime.settings.raw.fast_path else "fast_path: false"
+        self.fast_path = problem is None
+        self._fast_path_problem = problem
+        self.factory = CallFactory(runtime, fast_path=self.fast_path)
         self.webhooks = Webhooks(runtime, self.factory)
         self.site = GuardedSite(self.webhooks.app.resource(), runtime, reactor=reactor)
+        endpoint = _Reporting(serverFromString(reactor, listen), listen, self._listening)
+        self.endpoint = StreamServerEndpointService(endpoint, self.site)
+        self.endpoint.setServiceParent(self)
         self.watchdog = CallWatchdog(runtime)
+        timer = TimerService(INTERVAL, self.watchdog.tick)
+        timer.clock = reactor
+        timer.setServiceParent(self)
+        self.plugin_services = service.MultiService()
         metrics.watch_calls(runtime.calls)
-        self.port: IListeningPort | None = None
-        self._previous_hup = None
+        self._previous_signals: dict[int, Any] = {}
+        self._stopping = False
 
     def setServiceParent(self, parent) -> None:  # noqa: N802
         # twistd asks the application for an ILogObserver before it starts logging
@@ -55,113 +77,187 @@ class VoicewsService(service.Service):
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
-        endpoint = serverFromString(self.reactor, self.listen)
-        d = endpoint.listen(self.site)
-        d.addCallbacks(self._listening, self._listen_failed)
-        self.watchdog.start()
-        self._previous_hup = signal.signal(signal.SIGHUP, self._sighup)
+        if not self.fast_path:
+            log.info("fast path off ({why}): every call takes the public path",
+                     why=self._fast_path_problem)
+        for found in self.runtime.pm.hook.services(runtime=self.runtime):
+            for child in found if isinstance(found, (list, tuple)) else [found]:
+                if child is not None:
+                    child.setServiceParent(self.plugin_services)
+        self.plugin_services.startService()
+        # After the reactor's own handlers (installed as it starts running).
+        self.reactor.callWhenRunning(self._take_signals)
 
-    def _listening(self, port: IListeningPort) -> None:
-        self.port = port
+    def _take_signals(self) -> None:
+        for signum, handler in ((signal.SIGHUP, self._sighup), (signal.SIGTERM, self._sigterm)):
+            self._previous_signals[signum] = signal.signal(signum, handler)
+
+    def _listening(self, port) -> Any:
         address = port.getHost()
+        host = getattr(address, "host", address)
         log.info(
             "voicews listening on {host}:{port} with pipelines {pipelines}",
-            host=getattr(address, "host", address), port=getattr(address, "port", ""),
+            host=host, port=getattr(address, "port", ""),
             pipelines=", ".join(sorted(self.runtime.settings.pipelines)),
         )
-        warn_if_exposed(str(getattr(address, "host", address)), self.runtime.settings)
+        warn_if_exposed(str(host), self.runtime.settings)
+        return port
 
-    def _listen_failed(self, failure) -> None:
-        log.critical("cannot listen on {listen}: {error}", listen=self.listen, error=failure.value)
-        self.reactor.callWhenRunning(self.reactor.stop)
+    # -- signals ------------------------------------------------------------------------
 
     def _sighup(self, signum, frame) -> None:
         self.reactor.callFromThread(self.reload)
 
+    def _sigterm(self, signum, frame) -> None:
+        # Stop as twistd would, but without having twistd re-raise SIGTERM once the
+        # reactor is done: a drained shutdown is a clean one (exit status 0).
+        if not self._stopping:
+            self._stopping = True
+            self.reactor.callFromThread(self.reactor.stop)
+
     def reload(self) -> bool:
-        """Load config.yaml again; new calls use it, live calls keep theirs."""
+        """Load config.yaml again; new calls use it, live calls keep theirs.
+
+        Transactional: the new config is resolved with a fresh plugin manager, and
+        only a config that loads completely replaces the old one (and its plugins).
+        """
         path = self.runtime.settings.path
         try:
-            settings = load_settings(path, self.runtime.pm)
-        except ConfigError as exc:
+            pm = plugins.make_plugin_manager()
+            settings = load_settings(path, pm)
+        except (ConfigError, plugins.PluginError) as exc:
             log.error("reload refused, old config stays in force: {error}", error=str(exc))
             return False
-        self.runtime.settings = settings
+        self.runtime.use(settings, pm)
         log.info(
             "reloaded {path}: pipelines {pipelines}", path=str(path),
             pipelines=", ".join(sorted(settings.pipelines)),
         )
         return True
 
+    # -- stopping -----------------------------------------------------------------------
+
     @defer.inlineCallbacks
     def stopService(self):  # noqa: N802
-        super().stopService()
-        if self._previous_hup is not None:
-            signal.signal(signal.SIGHUP, self._previous_hup)
-        self.runtime.draining = True
-        if self.port is not None:
-            yield self.port.stopListening()
-        live = list(self.runtime.calls.live)
-        if live:
-            timeout = self.runtime.settings.raw.drain_timeout
-            log.info("draining {count} calls (up to {timeout} s)", count=len(live), timeout=timeout)
-            for call in live:
+        service.Service.stopService(self)
+        # SIGTERM stays ours until the process ends: a second one while draining is ignored.
+        if signal.SIGHUP in self._previous_signals:
+            signal.signal(signal.SIGHUP, self._previous_signals.pop(signal.SIGHUP))
+        runtime = self.runtime
+        runtime.draining = True
+        yield self.endpoint.stopService()
+        calls = list(runtime.calls)
+        if calls:
+            timeout = runtime.settings.raw.drain_timeout
+            log.info("draining {count} calls (up to {timeout} s)", count=len(calls),
+                     timeout=timeout)
+            for call in calls:
                 call.drain()
-            yield self._wait_for_calls(timeout)
-        self.watchdog.stop()
+            yield self._drained(timeout)
+        for child in list(self):
+            if child is not self.endpoint:
+                yield child.stopService()
         self.factory.reader.close()
-        yield self._stop_plugins()
-        # twistd re-raises the signal that stopped it once the reactor is done, so a
-        # SIGTERM would show as a kill.  A drained shutdown is a clean one: exit 0.
-        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
-            self.reactor._exitSignal = None
+        yield self._bounded(self.plugin_services.stopService(), "plugin services")
+        yield self._bounded(self._stop_hooks(), "plugins' stop hooks")
+        yield runtime.stop()
 
-    def _stop_plugins(self) -> defer.Deferred:
-        """Run every plugin's ``stop`` hook and wait (up to drain_timeout) for its Deferreds."""
+    @defer.inlineCallbacks
+    def _drained(self, timeout: float):
+        """Wait for every call to end; at `timeout`, drop the rest and wait a little more."""
+        empty = self.runtime.calls.when_empty()
+        try:
+            yield _within(empty, timeout, self.reactor)
+            return
+        except defer.TimeoutError:
+            pass
+        calls = list(self.runtime.calls)
+        log.warn("drain timeout: dropping {count} calls", count=len(calls))
+        for call in calls:
+            call.abort()
+        try:
+            yield _within(self.runtime.calls.when_empty(), DROP_GRACE, self.reactor)
+        except defer.TimeoutError:
+            log.warn("{count} calls still closing; stopping anyway",
+                     count=len(self.runtime.calls))
+
+    def _stop_hooks(self) -> defer.Deferred:
+        """Run every plugin's ``stop`` hook; a Deferred for the ones that returned one."""
         try:
             results = self.runtime.pm.hook.stop()
         except Exception:
             log.failure("a plugin's stop hook raised")
             return defer.succeed(None)
         waits = [r for r in results if isinstance(r, defer.Deferred)]
-        if not waits:
-            return defer.succeed(None)
         d = defer.DeferredList(waits, consumeErrors=True)
-        d.addTimeout(self.runtime.settings.raw.drain_timeout, self.reactor)
 
         def done(result):
             for ok, value in result:
                 if not ok:
                     log.failure("a plugin's stop hook failed", failure=value)
 
-        def timed_out(failure):
+        return d.addCallback(done)
+
+    def _bounded(self, d: defer.Deferred, what: str) -> defer.Deferred:
+        """`d`, given up on (with one warning) after drain_timeout."""
+        timeout = self.runtime.settings.raw.drain_timeout
+
+        def late(failure):
             failure.trap(defer.TimeoutError)
-            log.warn("plugins still busy after drain_timeout; stopping anyway")
+            log.warn("{what} still busy after drain_timeout; stopping anyway", what=what)
 
-        return d.addCallbacks(done, timed_out)
+        return _within(d, timeout, self.reactor).addErrback(late)
 
-    def _wait_for_calls(self, timeout: float) -> defer.Deferred:
-        """Fire once every live call has closed, dropping the rest at `timeout`.
 
-        After a drop it still waits (briefly) for the dropped calls' onClose, so
-        each call's "call ended" line is logged before the reactor stops.
-        """
-        d = defer.Deferred()
-        deadline = self.reactor.seconds() + timeout
-        dropped = False
+@implementer(IStreamServerEndpoint)
+class _Reporting:
+    """An endpoint that reports its port, and stops the start when it cannot listen.
 
-        def check() -> None:
-            nonlocal dropped
-            live = self.runtime.calls.live
-            if not live or self.reactor.seconds() >= deadline + DROP_GRACE:
-                d.callback(None)
-                return
-            if not dropped and self.reactor.seconds() >= deadline:
-                dropped = True
-                log.warn("drain timeout: dropping {count} calls", count=len(live))
-                for call in list(live):
-                    call.dropConnection(abort=True)
-            self.reactor.callLater(0.05, check)
+    Twisted's endpoint service logs a failed ``listen`` and carries on; a daemon
+    that cannot take its port must exit non-zero (so systemd's Restart=on-failure
+    retries) with one line saying why.  The usual endpoints (tcp, ssl, systemd)
+    fail at once, while twistd starts the service, so the exit happens there.
+    """
 
-        check()
+    def __init__(self, endpoint: IStreamServerEndpoint, listen: str, on_port) -> None:
+        self.endpoint = endpoint
+        self.listen_text = listen
+        self.on_port = on_port
+
+    def listen(self, factory) -> defer.Deferred:
+        d = self.endpoint.listen(factory)
+        failed: list[Failure] = []
+        d.addErrback(lambda failure: failed.append(failure) or failure)
+        if failed:
+            d.addErrback(lambda _: None)  # reported here, once
+            sys.stderr.write(
+                f"voicews: cannot listen on {self.listen_text!r}: {failed[0].value}\n"
+            )
+            sys.stderr.flush()
+            raise SystemExit(1)
+        d.addCallback(self.on_port)
+        d.addErrback(self._failed_later)
         return d
+
+    def _failed_later(self, failure: Failure) -> None:
+        from twisted.internet import reactor
+
+        log.critical("cannot listen on {listen}: {error}", listen=self.listen_text,
+                     error=failure.value)
+        reactor.callWhenRunning(reactor.stop)  # type: ignore[attr-defined]
+
+
+def _within(d: defer.Deferred, timeout: float, clock) -> defer.Deferred:
+    """A Deferred that fires with `d`'s result, or fails with TimeoutError after `timeout`
+    (without cancelling `d`: the calls it waits for go on closing)."""
+    out: defer.Deferred = defer.Deferred()
+    timer = clock.callLater(timeout, lambda: out.called or out.errback(defer.TimeoutError()))
+
+    def fire(result):
+        if timer.active():
+            timer.cancel()
+        if not out.called:
+            out.callback(result)
+
+    d.addBoth(fire)
+    return out

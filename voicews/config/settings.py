@@ -54,6 +54,10 @@ class Limits:
     max_call_seconds: float = 7200.0
     max_lead_seconds: float = 1.0
     max_buffer_seconds: float = 60.0
+    close_timeout: float = 5.0
+    """Seconds a call's steps get to finish closing (flush a transcript, write a file)."""
+    worker_threads: int = 4
+    """Threads for ``session.run_in_thread`` work, shared by every call."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class RawConfig:
     plugins: list[str] = field(default_factory=list)
     drain_timeout: float = 10.0
     log_format: Literal["text", "json"] = "text"
+    fast_path: bool = True
+    """Read and send call frames on voicews's fast path (see voicews/call/fastpath.py);
+    false: autobahn's and Twisted's public path for every call."""
     security: Security = field(default_factory=Security)
     limits: Limits = field(default_factory=Limits)
 
@@ -222,6 +229,7 @@ def _check_references(raw: RawConfig) -> None:
         raise typed.DataError("security.websocket_token", "required when websocket_auth is custom")
     if sec.websocket_auth == "vonage" and not sec.signature_secret:
         raise typed.DataError("security.signature_secret", "required when websocket_auth is vonage")
-    for name in ("max_calls", "first_message_bytes", "max_message_bytes", "max_body_bytes"):
+    for name in ("max_calls", "first_message_bytes", "max_message_bytes", "max_body_bytes",
+                 "worker_threads"):
         if getattr(raw.limits, name) <= 0:
             raise typed.DataError(f"limits.{name}", "must be greater than 0")

@@ -1,131 +1,117 @@
-"""The per-call session: what a processor may know about and do to its call.
+"""The session: what a processor may know about and do to its call.
 
-The session sits between the socket and the pipeline.  It holds the call's
-metadata, feeds frames through the pipeline and its output through the framer
-to the paced sender, and offers ``clear``, ``notify`` and ``play`` to
-processors.  It never sees the socket: the protocol gives it a sender.
+Every step gets its own :class:`Session` on the same call, so what a step plays
+enters the mix bus *at that step* and what it emits is not delivered back to it.
+The call's own session (``position`` 0, the head of the bus) is what plugin hooks
+and the application use.  A session never sees the socket.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from voicews.audio.samples import SAMPLE_DTYPE, frame_bytes, frame_samples
-from voicews.pipeline.events import Event
-from voicews.pipeline.framer import Framer
-from voicews.pipeline.sender import PacedSender
-from voicews.runtime.metrics import PROCESSING, PROCESSING_SAMPLE
-
 if TYPE_CHECKING:
-    from voicews.pipeline.steps import Pipeline, PipelineSpec
+    import numpy as np
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorTime
 
-
-@dataclass
-class CallInfo:
-    """Metadata of one call, from the socket's first message."""
-
-    rate: int
-    content_type: str
-    pipeline: str
-    headers: dict[str, Any] = field(default_factory=dict)
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    @property
-    def uuid(self) -> str | None:
-        """The call leg's uuid, when the NCCO put it in the headers (ours does)."""
-        value = self.headers.get("uuid") or self.headers.get("call_uuid")
-        return str(value) if value is not None else None
-
-    @property
-    def conversation_uuid(self) -> str | None:
-        value = self.headers.get("conversation_uuid")
-        return str(value) if value is not None else None
-
-    @property
-    def frame_samples(self) -> int:
-        return frame_samples(self.rate)
-
-    @property
-    def frame_bytes(self) -> int:
-        return frame_bytes(self.rate)
+    from voicews.pipeline.info import CallInfo
+    from voicews.pipeline.pipeline import Pipeline
 
 
 class Session:
-    """One live call: metadata, its pipeline, and the way back to the caller."""
+    """One step's (or the call's own) handle on a live call."""
 
-    def __init__(self, info: CallInfo, spec: PipelineSpec, sender: PacedSender) -> None:
-        self.info = info
-        self.sender = sender
-        self.framer = Framer(info.frame_samples)
-        self.frames_in = 0
-        self.closed = False
-        self.pipeline: Pipeline = spec.build(self)
+    __slots__ = ("_pipeline", "_position", "name")
+
+    def __init__(self, pipeline: Pipeline, position: int, name: str) -> None:
+        self._pipeline = pipeline
+        self._position = position
+        self.name = name
+        """The step's processor name, or ``"app"`` for the call's own session."""
+
+    # -- what a step may know ------------------------------------------------------------
+
+    @property
+    def info(self) -> CallInfo:
+        """The call: ``rate``, ``uuid``, ``conversation_uuid``, ``headers``, ``pipeline``..."""
+        return self._pipeline.info
 
     @property
     def rate(self) -> int:
-        return self.info.rate
+        return self._pipeline.info.rate
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The reactor's clock (``callLater``, ``seconds``); tests give a ``task.Clock``."""
+        return self._pipeline.clock
+
+    @property
+    def http(self) -> Any:
+        """The daemon's shared asynchronous HTTP client (``treq``'s API: get, post, ...)."""
+        return self._pipeline.services.http()
+
+    @property
+    def frames_in(self) -> int:
+        """Frames received from the caller so far."""
+        return self._pipeline.frames_in
 
     @property
     def frames_out(self) -> int:
-        return self.sender.frames_sent
+        """Frames sent to the caller so far."""
+        return self._pipeline.sender.frames_sent
 
-    def receive_frame(self, payload: bytes) -> None:
-        """Run one inbound frame (exactly one frame of bytes) through the pipeline."""
-        self.frames_in += 1
-        inbound = np.frombuffer(payload, SAMPLE_DTYPE)
-        if self.frames_in % PROCESSING_SAMPLE:
-            outbound = self.pipeline.process(inbound)
-        else:  # time one frame in PROCESSING_SAMPLE: no per-frame metric cost
-            started = perf_counter()
-            outbound = self.pipeline.process(inbound)
-            PROCESSING.observe(perf_counter() - started)
-        if outbound is None:
-            return
-        if outbound is inbound and not self.framer.pending:
-            self.sender.audio(payload)  # untouched echo: no copy
-            return
-        frame = self.framer.whole(outbound)
-        if frame is not None:
-            self.sender.audio(frame)
-            return
-        self.play(outbound)
+    @property
+    def time(self) -> float:
+        """Seconds since the call started (its first message)."""
+        return self._pipeline.call_time()
 
-    def receive_event(self, event: Event) -> None:
-        self.pipeline.on_event(event)
+    @property
+    def queued_seconds(self) -> float:
+        """Audio this step played that has not gone out yet, plus what Vonage has not
+        played yet: how far ahead the call's output is (backpressure for a bot)."""
+        return self._pipeline.queued_seconds(self._position)
 
-    def play(self, samples: np.ndarray) -> None:
-        """Queue audio for the caller outside the frame cycle (e.g. from a Deferred)."""
-        if self.closed:
-            return
-        for frame in self.framer.push(samples):
-            self.sender.audio(frame)
+    @property
+    def closed(self) -> bool:
+        """The call has ended: what this session does now is ignored."""
+        return self._pipeline.closed
 
-    def clear(self) -> None:
-        """Barge-in: drop our queued audio and tell Vonage to drop its buffer."""
-        if self.closed:
-            return
-        self.framer.reset()
-        self.sender.clear()
-        self.sender.text(json.dumps({"action": "clear"}))
+    # -- what a step may do --------------------------------------------------------------
+
+    def play(self, samples: np.ndarray, *, replace: bool = False) -> None:
+        """Play int16 samples (any length, at the call's rate) from this step onwards.
+
+        They are mixed into this step's output one frame at a time from the next
+        frame, after anything this step played before, and pass through every later
+        step.  With ``replace=True`` they take the place of this step's output
+        while they last.  Callable any time (from ``process`` or a Deferred).
+        """
+        self._pipeline.play(self._position, samples, replace)
+
+    def emit(self, kind: str, **data: Any) -> None:
+        """Tell every other step (``on_event``, in pipeline order) and the app about `kind`."""
+        self._pipeline.emit(self._position, self.name, kind, data)
 
     def notify(self, payload: Any) -> None:
-        """Ask Vonage to echo `payload` back once the audio sent before it has played."""
-        if self.closed:
-            return
-        for frame in self.framer.flush():
-            self.sender.audio(frame)
-        self.sender.text(json.dumps({"action": "notify", "payload": payload}))
+        """Ask Vonage to send `payload` back (a ``notify`` event) once the caller has heard
+        everything this step played or passed on before now."""
+        self._pipeline.notify(self._position, payload)
 
-    def close(self) -> list[BaseException]:
-        """End the call's processing; return errors raised by processors' close()."""
-        if self.closed:
-            return []
-        self.closed = True
-        self.sender.stop()
-        return self.pipeline.close()
+    def clear(self) -> None:
+        """Barge-in: drop all audio queued for the caller, ours and Vonage's."""
+        self._pipeline.clear()
+
+    def hangup(self, code: int = 1000, reason: str = "") -> None:
+        """End the call (the socket is closed with `code`); counted as ``hangup_<name>``."""
+        outcome = "hangup_app" if self._position == 0 else "hangup_step"
+        self._pipeline.hangup(code, reason or f"hung up by {self.name}", outcome)
+
+    def run_in_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Run ``fn(*args, **kwargs)`` in a worker thread; the Deferred fires on the reactor.
+
+        One at a time per call, in the order asked, so results come back in call
+        order (a recognizer fed frame by frame).  For work that holds the GIL for
+        long (a model in pure Python), use a process instead (see voicews.engines).
+        """
+        return self._pipeline.run_in_thread(fn, *args, **kwargs)

@@ -5,15 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 from voicews import Processor, hookimpl
+from voicews.audio.samples import mix
 
 
 class Echo(Processor):
-    """Replace the output with the caller's own frame (untouched, so no copy is made)."""
+    """The caller's own frame, untouched (no copy), added to whatever is on the bus.
+
+    Usually the first step, where nothing is: the output is the caller's frame
+    itself.  Audio the app plays into the call (the head of the bus) is mixed in.
+    """
 
     name = "echo"
 
     def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray:
-        return inbound
+        if outbound is None:
+            return inbound
+        return mix(outbound, inbound)
 
 
 @hookimpl

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from voicews import Processor, hookimpl
 from voicews.audio.files import Prompt, load
-from voicews.audio.samples import SAMPLE_DTYPE, db_to_factor, saturate
+from voicews.audio.samples import db_to_factor, mix
 
 log = Logger(namespace="voicews.processors.file_inject")
 
@@ -70,7 +70,6 @@ class FileInject(Processor):
         self.silence = np.zeros(self.frame, dtype=self.samples.dtype)
         self.position = 0
         self.playing = True
-        self._notify_due = False
         self.notify_payload = {
             "processor": self.name,
             "file": params.shown,
@@ -104,18 +103,14 @@ class FileInject(Processor):
         return np.concatenate((chunk, self.silence[:missing]))
 
     def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
-        if self._notify_due:
-            # The file's last frame left the pipeline on the previous cycle and is queued
-            # ahead of this notify, so Vonage answers it once that frame has been played.
-            self._notify_due = False
-            self.session.notify(self.notify_payload)
         if not self.playing:
             if self.params.mode == "mix":
                 return outbound
             return self.silence
         chunk = self._next_chunk()
         if not self.playing:
-            self._notify_due = True
+            # Sent after this frame, so Vonage answers once the file's last frame has played.
+            self.session.notify(self.notify_payload)
         if self.params.mode == "replace" or outbound is None:
             return chunk
         return mix(outbound, chunk)
@@ -123,7 +118,6 @@ class FileInject(Processor):
     def on_event(self, event) -> None:
         if event.kind == "dtmf" and self.params.stop_on_dtmf and self.playing:
             self.playing = False
-            self._notify_due = False
             log.info(
                 "file-inject: {file} stopped by DTMF {digit} uuid={uuid}",
                 file=self.params.shown, digit=event.digit, uuid=self.session.info.uuid,
@@ -134,31 +128,6 @@ class FileInject(Processor):
                 "file-inject: {file} has played to the caller uuid={uuid}",
                 file=self.params.shown, uuid=self.session.info.uuid, event="prompt_played",
             )
-
-
-def _saturated_sums() -> np.ndarray:
-    """Every sum of two int16 samples, saturated to int16, indexed by the int32 sum itself.
-
-    Sums run from -65536 to 65534; negative ones index from the end, as numpy's ``take``
-    does.  256 KB once per process; a frame's mix is then one add and one lookup instead
-    of add, clip low, clip high and narrow.
-    """
-    index = np.arange(2 * 65536)
-    return saturate(np.where(index < 65536, index, index - 2 * 65536))
-
-
-_SATURATED_SUMS = _saturated_sums()
-
-
-def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Sum two int16 signals with saturation; the shorter is padded with silence."""
-    if len(a) == len(b) and a.dtype == b.dtype == SAMPLE_DTYPE:  # every frame of a mix
-        return _SATURATED_SUMS.take(np.add(a, b, dtype=np.int32))
-    if len(a) < len(b):
-        a, b = b, a
-    total = a.astype(np.int32)
-    total[: len(b)] += b
-    return saturate(total)
 
 
 @hookimpl

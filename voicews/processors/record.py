@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -47,7 +48,8 @@ class RecordParams:
     {conversation_uuid}, {pipeline}, {started} (UTC, e.g. 20260102T030405Z)."""
     what: Literal["inbound", "outbound", "both"] = "both"
     """inbound: the caller; outbound: what the steps before this one produced
-    (put record last to capture what the caller hears); both: stereo, caller left."""
+    (put record last to capture what the caller hears, played audio included);
+    both: stereo, caller left."""
 
 
 @dataclass(frozen=True)
@@ -149,13 +151,18 @@ class Record(Processor):
             self.pending.clear()
             self.pending_frames = 0
 
-    def close(self) -> None:
+    def close(self) -> defer.Deferred[None]:
+        """The call's end waits until its WAV file is written and closed."""
         self._hand_over()
-        WRITER.close(self.file_id)
+        return WRITER.close(self.file_id)
 
 
-class Writer:
+class Writer(service.Service):
     """One thread that owns every open recording; calls talk to it through a queue.
+
+    A Twisted service (the ``services`` hook hands it to the daemon): it starts
+    with the daemon, and stopping it waits until everything handed to it is on
+    disk.  Used without a daemon (a benchmark), it starts its thread on first use.
 
     Errors (a folder that cannot be made, a full disk) are logged once per file
     and the file is dropped; the call itself goes on.  A disk that stalls instead
@@ -209,10 +216,21 @@ class Writer:
         self._handed += len(data)
         self.queue.put(("write", file_id, data))
 
-    def close(self, file_id: int) -> None:
+    def close(self, file_id: int) -> defer.Deferred[None]:
+        """Close a recording; the Deferred fires once its file is complete on disk."""
         self._uuids.pop(file_id, None)
         self._losing.discard(file_id)
-        self.queue.put(("close", file_id, None))
+        done: defer.Deferred[None] = defer.Deferred()
+        self.queue.put(("close", file_id, done))
+        return done
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._ensure_thread()
+
+    def stopService(self) -> defer.Deferred[None] | None:  # noqa: N802
+        super().stopService()
+        return self.idle()
 
     def idle(self) -> defer.Deferred | None:
         """A Deferred that fires once everything queued so far is on disk and closed.
@@ -289,7 +307,15 @@ class Writer:
         finally:
             self._done += len(data)
 
-    def _close(self, file_id: int, _arg) -> None:
+    def _close(self, file_id: int, done: defer.Deferred[None]) -> None:
+        from twisted.internet import reactor
+
+        try:
+            self._close_file(file_id)
+        finally:
+            reactor.callFromThread(done.callback, None)  # type: ignore[attr-defined]
+
+    def _close_file(self, file_id: int) -> None:
         handle = self.files.pop(file_id, None)
         if handle is None:
             return
@@ -324,5 +350,5 @@ def register_processors(register):
 
 
 @hookimpl
-def stop():
-    return WRITER.idle()
+def services():
+    return WRITER

@@ -1,64 +1,97 @@
-"""What the daemon knows about calls: live sockets and calls answered but not yet ended.
+"""The live calls: one plain record per open call socket, owned by the registry.
 
-The answer webhook opens a call's book, the event webhook's ``completed`` or
-``disconnected`` closes it; the socket registers its session while it is open.
-Books expire after a day so a call whose final event never came cannot leak.
+The watchdog, the metrics, the drain and the control API read these records;
+none of them reach into the socket.  A record knows how to end its call
+(``end``/``abort``, given by the socket) and, once the first message chose a
+pipeline, the call's running :class:`~voicews.pipeline.pipeline.Pipeline`.
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from twisted.internet import defer
+
 if TYPE_CHECKING:
-    from voicews.call.protocol import CallProtocol
-
-BOOK_TTL = 24 * 3600.0
-MAX_BOOKS = 100_000
+    from voicews.pipeline.info import CallInfo
+    from voicews.pipeline.pipeline import Pipeline
 
 
-@dataclass
-class CallBook:
-    """A call the answer webhook saw."""
+@dataclass(eq=False)
+class CallRecord:
+    """One live call socket."""
 
-    uuid: str
-    conversation_uuid: str | None
-    to: str | None
-    from_: str | None
-    pipeline: str
-    opened: float = field(default_factory=time.monotonic)
-    status: str = "answered"
+    peer: str
+    opened: float
+    """Clock seconds when the socket opened."""
+    end: Callable[[int, str, str], None]
+    """End the call: ``end(code, reason, outcome)``; the socket closes with `code`."""
+    abort: Callable[[], None]
+    """Drop the connection without a goodbye (a peer that ignores ours)."""
+    pipeline: Pipeline | None = None
+    """The call's running pipeline, once its first message chose one."""
+    ending: bool = False
+    """``end`` was called; the record leaves the registry when the call has closed."""
+    worker: str = field(default="")
+
+    @property
+    def info(self) -> CallInfo | None:
+        return self.pipeline.info if self.pipeline is not None else None
+
+    @property
+    def uuid(self) -> str | None:
+        return self.pipeline.info.uuid if self.pipeline is not None else None
+
+    @property
+    def frames_in(self) -> int:
+        return self.pipeline.frames_in if self.pipeline is not None else 0
+
+    @property
+    def frames_out(self) -> int:
+        return self.pipeline.sender.frames_sent if self.pipeline is not None else 0
+
+    def drain(self) -> None:
+        """The daemon is stopping: say goodbye (1001)."""
+        self.end(1001, "server shutting down", "drained")
 
 
 class CallRegistry:
-    """Live sockets (for counts, drain and reload) and open call books."""
+    """The live calls of this process."""
 
     def __init__(self) -> None:
-        self.live: set[CallProtocol] = set()
-        self.books: OrderedDict[str, CallBook] = OrderedDict()
+        self._live: dict[int, CallRecord] = {}
+        self._empty: list[defer.Deferred[None]] = []
 
-    def open_book(self, book: CallBook) -> None:
-        self._expire()
-        self.books[book.uuid] = book
-        self.books.move_to_end(book.uuid)
-        while len(self.books) > MAX_BOOKS:
-            self.books.popitem(last=False)
+    def __len__(self) -> int:
+        return len(self._live)
 
-    def update_book(self, uuid: str, status: str) -> CallBook | None:
-        """Record an event's status; close the book on ``completed``/``disconnected``."""
-        book = self.books.get(uuid)
-        if book is not None:
-            book.status = status
-            if status in ("completed", "disconnected"):
-                del self.books[uuid]
-        return book
+    def __iter__(self) -> Iterator[CallRecord]:
+        return iter(list(self._live.values()))
 
-    def _expire(self) -> None:
-        limit = time.monotonic() - BOOK_TTL
-        while self.books:
-            oldest = next(iter(self.books.values()))
-            if oldest.opened >= limit:
-                break
-            self.books.popitem(last=False)
+    def add(self, record: CallRecord) -> None:
+        self._live[id(record)] = record
+
+    def remove(self, record: CallRecord) -> None:
+        """Forget a call (it has closed and finished); wakes ``when_empty`` waiters."""
+        self._live.pop(id(record), None)
+        if not self._live and self._empty:
+            waiting, self._empty = self._empty, []
+            for d in waiting:
+                d.callback(None)
+
+    def find(self, uuid: str) -> CallRecord | None:
+        """The live call with this Vonage uuid, if any."""
+        for record in self._live.values():
+            if record.uuid == uuid:
+                return record
+        return None
+
+    def when_empty(self) -> defer.Deferred[None]:
+        """A Deferred that fires once no call is live (at once if none is)."""
+        if not self._live:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._empty.append(d)
+        return d

@@ -1,7 +1,7 @@
 """Prometheus metrics, served at /metrics in the text format by prometheus_client.
 
-The per-frame path does no metric work of its own: frames are counted by the
-Session's plain integers (``frames_in``, ``frames_out``) and :class:`LiveCounter`
+The per-frame path does no metric work of its own: frames are counted by each
+call's plain integers (``frames_in``, ``frames_out``) and :class:`LiveCounter`
 adds up the live calls' counts at scrape time plus the totals of calls that
 have ended.  A prometheus ``Counter.inc()`` takes a lock and costs about a
 microsecond; at 50 frames a second each way per call that was measurable.
@@ -17,8 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 
 if TYPE_CHECKING:
-    from voicews.pipeline.session import Session
-    from voicews.runtime.calls import CallRegistry
+    from voicews.runtime.calls import CallRecord, CallRegistry
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -32,9 +31,9 @@ CALLS = Counter(
 
 
 class LiveCounter:
-    """A counter (``<name>_total``) read from live sessions at scrape, plus ended calls' totals."""
+    """A counter (``<name>_total``) read from live calls at scrape, plus ended calls' totals."""
 
-    def __init__(self, name: str, documentation: str, read: Callable[[Session], int]) -> None:
+    def __init__(self, name: str, documentation: str, read: Callable[[CallRecord], int]) -> None:
         self.name = name
         self.documentation = documentation
         self.read = read
@@ -47,10 +46,8 @@ class LiveCounter:
     def collect(self) -> Iterable[CounterMetricFamily]:
         live = 0
         if self.calls is not None:
-            for call in self.calls.live:
-                session = call.session
-                if session is not None:
-                    live += self.read(session)
+            for call in self.calls:
+                live += self.read(call)
         family = CounterMetricFamily(self.name, self.documentation)
         family.add_metric([], self.ended + live)
         return [family]
@@ -61,10 +58,10 @@ class LiveCounter:
 
 
 FRAMES_IN = LiveCounter(
-    "voicews_frames_in", "Audio frames received from callers", lambda s: s.frames_in
+    "voicews_frames_in", "Audio frames received from callers", lambda call: call.frames_in
 )
 FRAMES_OUT = LiveCounter(
-    "voicews_frames_out", "Audio frames sent to callers", lambda s: s.frames_out
+    "voicews_frames_out", "Audio frames sent to callers", lambda call: call.frames_out
 )
 REGISTRY.register(FRAMES_IN)
 REGISTRY.register(FRAMES_OUT)

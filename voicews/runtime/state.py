@@ -1,25 +1,122 @@
-"""The daemon's shared state: the config in force, the plugin manager, the calls.
+"""The daemon's shared state: the config in force, the plugin manager, the calls, and
+what every call borrows from the process (worker threads, an HTTP client, event sinks).
 
 Webhooks and sockets read ``runtime.settings`` at the moment a request or call
 starts, so a reload (SIGHUP) affects new calls only: a live call keeps the
-PipelineSpec it started with.
+PipelineSpec and the :class:`CallServices` it started with.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from voicews.config.settings import Settings
+from voicews.pipeline.services import CallServices
 from voicews.runtime.calls import CallRegistry
 
+if TYPE_CHECKING:
+    from voicews.pipeline.events import Event
+    from voicews.pipeline.info import CallInfo
+    from voicews.pipeline.session import Session
 
-@dataclass
+log = Logger(namespace="voicews.runtime")
+
+EventSink = Callable[["CallInfo", "Event"], None]
+
+
 class Runtime:
-    settings: Settings
-    pm: pluggy.PluginManager
-    clock: IReactorTime
-    calls: CallRegistry = field(default_factory=CallRegistry)
-    draining: bool = False
+    """One daemon's state; plugins get it from the ``services`` hook."""
+
+    def __init__(
+        self, settings: Settings, pm: pluggy.PluginManager, clock: IReactorTime,
+        worker: str | None = None,
+    ) -> None:
+        self.pm = pm
+        self.clock = clock
+        """The reactor (its IReactorTime side is all most code needs)."""
+        self.calls = CallRegistry()
+        self.draining = False
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        """This process's name among workers (``host:pid``)."""
+        self.sinks: list[EventSink] = []
+        """Where call events go besides the steps: HTTP callbacks, ``/events`` streams."""
+        self._threads: ThreadPool | None = None
+        self._http: Any = None
+        self._http_pool: Any = None
+        self._settings = settings
+        self.call_services = self._call_services()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def use(self, settings: Settings, pm: pluggy.PluginManager) -> None:
+        """Put a reloaded config (and the plugin manager that resolved it) in force."""
+        self._settings = settings
+        self.pm = pm
+        self.call_services = self._call_services()
+
+    def _call_services(self) -> CallServices:
+        limits = self._settings.raw.limits
+        return CallServices(
+            clock=self.clock,
+            run_in_thread=self.run_in_thread,
+            http=self.http,
+            publish=self.publish,
+            call_started=self._call_started,
+            call_ended=self._call_ended,
+            max_lead_seconds=limits.max_lead_seconds,
+            max_buffer_seconds=limits.max_buffer_seconds,
+            close_timeout=limits.close_timeout,
+        )
+
+    def _call_started(self, session: Session) -> None:
+        self.pm.hook.call_started(session=session)
+
+    def _call_ended(self, session: Session, outcome: str) -> None:
+        self.pm.hook.call_ended(session=session, outcome=outcome)
+
+    def publish(self, info: CallInfo, event: Event) -> None:
+        """One call event to every sink (each bounded by itself: none may block)."""
+        for sink in self.sinks:
+            sink(info, event)
+
+    # -- borrowed by calls -------------------------------------------------------------
+
+    def run_in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
+        """``fn`` in the daemon's worker threads; the Deferred fires on the reactor."""
+        from twisted.internet.threads import deferToThreadPool
+
+        if self._threads is None:
+            self._threads = ThreadPool(0, self._settings.raw.limits.worker_threads, "voicews")
+            self._threads.start()
+        return deferToThreadPool(self.clock, self._threads, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    def http(self) -> Any:
+        """The shared treq HTTPClient (persistent connections), made on first use."""
+        if self._http is None:
+            import treq
+            from twisted.web.client import Agent, HTTPConnectionPool
+
+            pool = self._http_pool = HTTPConnectionPool(self.clock, persistent=True)  # type: ignore[arg-type]
+            self._http = treq.HTTPClient(Agent(self.clock, pool=pool))  # type: ignore[arg-type]
+        return self._http
+
+    def stop(self) -> defer.Deferred[None]:
+        """Release the threads and connections calls borrowed (the daemon is stopping)."""
+        if self._threads is not None:
+            self._threads.stop()
+            self._threads = None
+        if self._http_pool is not None:
+            pool, self._http_pool, self._http = self._http_pool, None, None
+            return pool.closeCachedConnections()  # type: ignore[no-any-return]
+        return defer.succeed(None)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicews.audio.samples import parse_content_type
-from voicews.pipeline.events import Event
 
 # Close codes we use (RFC 6455 section 7.4.1).
 CLOSE_NORMAL = 1000
@@ -72,18 +71,17 @@ def parse_first_message(payload: bytes, is_binary: bool) -> FirstMessage:
     return FirstMessage(rate=rate, content_type=content_type, headers=data)
 
 
-def parse_event(payload: bytes) -> Event:
-    """Parse a later text message into an Event; odd fields become None, never an error."""
+def parse_event(payload: bytes) -> tuple[str, dict[str, Any]]:
+    """A later text message as (kind, fields): ``websocket:dtmf`` -> ``("dtmf", {...})``.
+
+    The fields are the JSON object without its ``event`` key; odd values are left
+    for the reader to judge (``Event.digit`` is None unless it is one character).
+    """
     data = _json_object(payload, "text message")
-    name = data.get("event")
+    name = data.pop("event", None)
     if not isinstance(name, str) or not name:
         raise ProtocolError(CLOSE_POLICY, "text message has no event name")
-    kind = name.removeprefix("websocket:")
-    digit = data.get("digit")
-    digit = digit if isinstance(digit, str) and len(digit) == 1 else None
-    duration = data.get("duration")
-    duration = duration if isinstance(duration, int) and not isinstance(duration, bool) else None
-    return Event(kind=kind, digit=digit, duration=duration, payload=data.get("payload"), raw=data)
+    return name.removeprefix("websocket:"), data
 
 
 KNOWN_EVENTS = frozenset({"dtmf", "notify", "cleared"})

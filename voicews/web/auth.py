@@ -95,7 +95,7 @@ def check_socket_handshake(request: IRequest, runtime: Runtime) -> None:
     if runtime.draining:
         raise Refused(503, "server is shutting down", "draining")
     max_calls = settings.raw.limits.max_calls
-    if len(runtime.calls.live) >= max_calls:
+    if len(runtime.calls) >= max_calls:
         raise Refused(503, f"at the limit of {max_calls} calls", "max_calls")
     security = settings.raw.security
     if security.websocket_auth == "none":

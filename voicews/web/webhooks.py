@@ -19,7 +19,6 @@ from twisted.web.iweb import IRequest
 from voicews import __version__
 from voicews.call.protocol import CallFactory
 from voicews.runtime import metrics
-from voicews.runtime.calls import CallBook
 from voicews.runtime.state import Runtime
 from voicews.web import auth
 from voicews.web.ncco import answer_ncco, fallback_ncco
@@ -114,13 +113,6 @@ class Webhooks:
         host = auth.header(request, "x-forwarded-host") or auth.header(request, "host")
         ncco, pipeline = answer_ncco(settings, call, host, is_secure(request))
         uuid = call.get("uuid")
-        if uuid:
-            self.runtime.calls.open_book(
-                CallBook(
-                    uuid=uuid, conversation_uuid=call.get("conversation_uuid"),
-                    to=call.get("to"), from_=call.get("from"), pipeline=pipeline,
-                )
-            )
         log.info(
             "answer uuid={uuid} from={caller} to={to} pipeline={pipeline}",
             uuid=uuid, caller=call.get("from"), to=call.get("to"), pipeline=pipeline,
@@ -132,8 +124,6 @@ class Webhooks:
         auth.check_webhook_signature(request, self.runtime.settings)
         data = request_fields(request)
         uuid, status = data.get("uuid"), data.get("status")
-        if isinstance(uuid, str) and isinstance(status, str):
-            self.runtime.calls.update_book(uuid, status)
         log.info(
             "event uuid={uuid} status={status}", uuid=uuid, status=status,
             conversation_uuid=data.get("conversation_uuid"),
@@ -162,7 +152,7 @@ class Webhooks:
             {
                 "status": "draining" if runtime.draining else "ok",
                 "version": __version__,
-                "active_calls": len(runtime.calls.live),
+                "active_calls": len(runtime.calls),
                 "pipelines": sorted(runtime.settings.pipelines),
             },
         )

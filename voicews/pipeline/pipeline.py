@@ -1,0 +1,356 @@
+"""One call's running pipeline: its steps, the mix bus, events, and the way back to the caller.
+
+The call socket hands it every inbound frame (:meth:`Pipeline.receive_frame`)
+and every Vonage event (:meth:`Pipeline.receive_event`), and closes it when the
+call ends (:meth:`Pipeline.close`, a Deferred).  In between, data flows one way:
+steps → the bus → the framer (exact 20 ms frames) → the paced sender → the link.
+
+A frame with nothing played costs one loop over the steps: the bus is looked at
+only while some lane holds audio.  Every processor exception is caught here,
+logged once with the step's name and traceback, and ends this call alone (1011).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from twisted.internet import defer
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from voicews.audio.samples import FRAME_SECONDS, SAMPLE_DTYPE
+from voicews.pipeline.bus import Lane, as_samples
+from voicews.pipeline.events import APP, CALL, VONAGE, Event
+from voicews.pipeline.framer import Framer
+from voicews.pipeline.processor import Processor
+from voicews.pipeline.sender import PacedSender
+from voicews.pipeline.session import Session
+
+if TYPE_CHECKING:
+    from voicews.pipeline.info import CallInfo
+    from voicews.pipeline.services import CallLink, CallServices
+    from voicews.pipeline.steps import PipelineSpec
+
+log = Logger(namespace="voicews.pipeline")
+
+CLOSE_INTERNAL_ERROR = 1011
+
+
+class Pipeline:
+    """The processors of one call, run in order on every inbound frame."""
+
+    def __init__(
+        self, spec: PipelineSpec, info: CallInfo, services: CallServices, link: CallLink
+    ) -> None:
+        self.spec = spec
+        self.info = info
+        self.services = services
+        self.clock = services.clock
+        self.link = link
+        self.sender = PacedSender(
+            clock=services.clock, send_audio=link.send_audio, send_text=link.send_text,
+            max_lead=services.max_lead_seconds,
+            max_queue=max(1, int(services.max_buffer_seconds / FRAME_SECONDS)),
+        )
+        self.framer = Framer(info.frame_samples)
+        self.started_at = services.clock.seconds()
+        self.frames_in = 0
+        self.closed = False
+        self.failed = False
+        self.outcome: str | None = None
+        self._lanes: list[Lane | None] = [None] * (len(spec.steps) + 1)
+        self._active = 0  # lanes holding audio: 0 keeps the frame path a plain loop
+        self._due: list[Any] = []  # notify payloads to send after the frame in progress
+        self._processing = False
+        self._events: deque[tuple[Event, int]] = deque()
+        self._delivering = False
+        self._work = defer.DeferredLock()
+        self._closing: defer.Deferred[None] | None = None
+        self._started = False
+        self.session = Session(self, 0, APP)
+        """The call's own session: the head of the bus; hooks and the app use it."""
+        self.processors: list[Processor] = []
+        try:
+            for position, step in enumerate(spec.steps, start=1):
+                session = Session(self, position, step.name)
+                self.processors.append(step.processor(session, step.params))
+        except Exception:
+            failure = Failure()
+            self._log_step_error(f"step {step.name}", "start", failure)
+            self.close("error")  # e.g. a recording already opened: finish it
+            failure.raiseException()
+
+    # -- life -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every step (``start()`` may return a Deferred), then the call_started hook."""
+        self._started = True
+        for processor in self.processors:
+            try:
+                result = processor.start()
+            except Exception:
+                self._step_failed(processor, "start")
+                return
+            if isinstance(result, defer.Deferred):
+                result.addErrback(self._start_failed, processor)
+        try:
+            self.services.call_started(self.session)
+        except Exception:
+            self._step_failed(None, "the call_started hook")
+            return
+        self._emit(Event("call_started", {}, CALL, 0.0), skip=-1)
+
+    def _start_failed(self, failure: Failure, processor: Processor) -> None:
+        if not self.closed:
+            self._step_failed(processor, "start", failure)
+
+    def close(self, outcome: str) -> defer.Deferred[None]:
+        """End the call's processing: close every step, wait (bounded) for their Deferreds.
+
+        Fires once every step's ``close()`` has finished or ``close_timeout`` has
+        passed (a step still busy is logged by name and abandoned), after the
+        ``call_ended`` hook ran.  Idempotent: later calls get the same Deferred.
+        """
+        if self._closing is not None:
+            return self._closing
+        self.closed = True
+        self.outcome = outcome
+        self.sender.stop()
+        waits: list[tuple[str, defer.Deferred[Any]]] = []
+        for processor in self.processors:
+            try:
+                result = processor.close()
+            except Exception:
+                self._log_step_error(f"step {processor.name}", "close", Failure())
+                continue
+            if isinstance(result, defer.Deferred):
+                waits.append((processor.name, result))
+        self._closing = self._wait_closed(waits, outcome)
+        return self._closing
+
+    @defer.inlineCallbacks
+    def _wait_closed(self, waits: list[tuple[str, defer.Deferred[Any]]], outcome: str):  # type: ignore[no-untyped-def]
+        if waits:
+            pending = {name for name, _ in waits}
+            def finished(result: Any, name: str) -> None:
+                pending.discard(name)
+                if isinstance(result, Failure):
+                    self._log_step_error(f"step {name}", "close", result)
+            for name, d in waits:
+                d.addBoth(finished, name)
+            everything = defer.DeferredList([d for _, d in waits], consumeErrors=True)
+            timeout = self.services.close_timeout
+            everything.addTimeout(timeout, self.clock)
+            try:
+                yield everything
+            except defer.TimeoutError:
+                log.warn(
+                    "steps {steps} of pipeline {pipeline} still closing after {timeout:g} s; "
+                    "abandoned uuid={uuid}", steps=", ".join(sorted(pending)),
+                    pipeline=self.info.pipeline, timeout=timeout, uuid=self.info.uuid,
+                )
+        if not self._started:
+            return
+        try:
+            self.services.call_ended(self.session, outcome)
+        except Exception:
+            self._log_step_error("a plugin", "the call_ended hook", Failure())
+        self._emit(Event("call_ended", {"outcome": outcome}, CALL, self.call_time()), skip=-1)
+
+    # -- frames -------------------------------------------------------------------------
+
+    def receive_frame(self, payload: bytes) -> None:
+        """Run one inbound frame (exactly one frame of bytes) through the steps."""
+        self.frames_in += 1
+        inbound = np.frombuffer(payload, SAMPLE_DTYPE)
+        self._processing = True
+        try:
+            if self._active:
+                outbound = self._through_bus(inbound)
+            else:
+                outbound = None
+                for processor in self.processors:
+                    outbound = processor.process(inbound, outbound)
+        except Exception:
+            self._processing = False
+            self._step_failed(_raiser(), "frame")
+            return
+        self._processing = False
+        if outbound is not None:
+            if outbound is inbound and not self.framer.pending:
+                self.sender.audio(payload)  # untouched echo: no copy
+            else:
+                frame = self.framer.whole(outbound)
+                if frame is not None:
+                    self.sender.audio(frame)
+                else:
+                    for frame in self.framer.push(outbound):
+                        self.sender.audio(frame)
+        if self._due:
+            due, self._due = self._due, []
+            for payload_ in due:
+                self._send_notify(payload_)
+
+    def _through_bus(self, inbound: np.ndarray) -> np.ndarray | None:
+        lanes = self._lanes
+        outbound = None
+        lane = lanes[0]
+        if lane:
+            outbound = self._take(lane, None)
+        for position, processor in enumerate(self.processors, start=1):
+            outbound = processor.process(inbound, outbound)
+            lane = lanes[position]
+            if lane:
+                outbound = self._take(lane, outbound)
+        return outbound
+
+    def _take(self, lane: Lane, outbound: np.ndarray | None) -> np.ndarray | None:
+        outbound = lane.take(outbound, self._due)
+        if not lane:
+            self._active -= 1
+        return outbound
+
+    # -- what sessions do ----------------------------------------------------------------
+
+    def play(self, position: int, samples: Any, replace: bool = False) -> None:
+        if self.closed:
+            return
+        lane = self._lanes[position]
+        if lane is None:
+            limit = int(self.services.max_buffer_seconds * self.info.rate)
+            lane = self._lanes[position] = Lane(self.info.frame_samples, limit)
+        was_playing = bool(lane)
+        dropped = lane.dropped
+        lane.push(as_samples(samples), replace)
+        if lane.dropped != dropped:
+            frames = -(-(lane.dropped - dropped) // self.info.frame_samples)
+            self.sender.frames_dropped += frames
+        if lane and not was_playing:
+            self._active += 1
+
+    def notify(self, position: int, payload: Any) -> None:
+        if self.closed:
+            return
+        lane = self._lanes[position]
+        if lane:
+            lane.mark(payload)
+        elif self._processing:
+            self._due.append(payload)  # after the frame this step is helping to make
+        else:
+            self._send_notify(payload)
+
+    def _send_notify(self, payload: Any) -> None:
+        for frame in self.framer.flush():
+            self.sender.audio(frame)
+        self.sender.text(json.dumps({"action": "notify", "payload": payload}))
+
+    def clear(self) -> None:
+        """Barge-in: drop every lane's audio and our queue, and tell Vonage to drop its buffer."""
+        if self.closed:
+            return
+        released: list[Any] = []
+        for lane in self._lanes:
+            if lane is not None:
+                lane.clear(released)
+        self._active = 0
+        self.framer.reset()
+        self.sender.clear()
+        self.sender.text(json.dumps({"action": "clear"}))
+        for payload in released:
+            self.sender.text(json.dumps({"action": "notify", "payload": payload}))
+
+    def queued_seconds(self, position: int) -> float:
+        """Audio this position played that has not left yet, plus what Vonage has not played."""
+        lane = self._lanes[position]
+        waiting = lane.queued if lane is not None else 0
+        return (
+            waiting / self.info.rate
+            + self.sender.queued_frames * FRAME_SECONDS
+            + self.sender.lead()
+        )
+
+    def run_in_thread(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        """Run off the reactor, one at a time for this call: results come back in call order."""
+        return self._work.run(self.services.run_in_thread, fn, *args, **kwargs)
+
+    def hangup(self, code: int, reason: str, outcome: str) -> None:
+        if not self.closed:
+            self.link.hangup(code, reason, outcome)
+
+    def call_time(self) -> float:
+        return self.clock.seconds() - self.started_at
+
+    # -- events ------------------------------------------------------------------------
+
+    def receive_event(self, kind: str, data: dict[str, Any]) -> None:
+        """One of Vonage's events (dtmf, notify, cleared): every step and the app see it."""
+        self._emit(Event(kind, data, VONAGE, self.call_time()), skip=-1)
+
+    def emit(self, position: int, source: str, kind: str, data: dict[str, Any]) -> None:
+        """An event from a step (not delivered back to it) or from the app (position 0)."""
+        self._emit(Event(kind, data, source, self.call_time()), skip=position - 1)
+
+    def _emit(self, event: Event, skip: int) -> None:
+        """Deliver in order: events emitted while delivering wait for the one in hand."""
+        self._events.append((event, skip))
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._events:
+                event, skip = self._events.popleft()
+                try:
+                    self.services.publish(self.info, event)
+                except Exception:
+                    log.failure("publishing a call event failed uuid={uuid}", uuid=self.info.uuid)
+                if self.closed:
+                    continue  # a closed call's steps hear nothing more (call_ended: the app)
+                for index, processor in enumerate(self.processors):
+                    if index == skip or self.failed:
+                        continue
+                    try:
+                        processor.on_event(event)
+                    except Exception:
+                        self._step_failed(processor, f"{event.kind} event")
+        finally:
+            self._delivering = False
+
+    # -- failures ------------------------------------------------------------------------
+
+    def _log_step_error(self, what: str, during: str, failure: Failure) -> None:
+        log.failure(
+            "{what} of pipeline {pipeline} raised during {during} uuid={uuid}",
+            failure=failure, what=what, pipeline=self.info.pipeline, during=during,
+            uuid=self.info.uuid, level=LogLevel.error,  # one call failed, not the daemon
+        )
+
+    def _step_failed(
+        self, processor: Processor | None, during: str, failure: Failure | None = None
+    ) -> None:
+        """A processor raised: log it once with its traceback and end this call (1011)."""
+        if self.failed:
+            return
+        self.failed = True
+        step = processor.name if processor is not None else "a plugin hook"
+        what = f"step {processor.name}" if processor is not None else "a plugin"
+        self._log_step_error(what, during, failure or Failure())
+        self.link.hangup(
+            CLOSE_INTERNAL_ERROR, f"processor error in pipeline {self.info.pipeline}, step {step}",
+            "error",
+        )
+
+
+def _raiser() -> Processor | None:
+    """The processor whose code raised the exception being handled, from its traceback."""
+    tb = sys.exc_info()[2]
+    found = None
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, Processor):
+            found = candidate
+        tb = tb.tb_next
+    return found
