@@ -71,6 +71,8 @@ def test_speech_boundaries_within_300_ms_and_decided_after_the_hysteresis(rate):
         delay = params.min_speech_ms if transition.kind == "speech_started" else \
             params.min_silence_ms
         assert decided - transition.time == pytest.approx(delay / 1000)
+    vad = VoiceActivity(rate, params)
+    assert (vad.start_delay, vad.stop_delay) == pytest.approx((0.1, 0.5))
 
 
 @pytest.mark.parametrize("rate", RATES)

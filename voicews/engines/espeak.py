@@ -52,7 +52,6 @@ OPTIONS = {
 }
 _VOICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_()./ -]{0,63}")
 _VARIANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-_NO_VOICE = "voice does not exist"  # espeak-ng's stderr for an unknown -v
 _STDERR_KEPT = 2000
 
 
@@ -158,7 +157,7 @@ class Espeak:
                                    capture_output=True, timeout=10, env=_child_env())
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ValueError(f"{path} does not run: {exc}") from None
-        if _NO_VOICE in probe.stderr.decode(errors="replace"):
+        if _no_such_voice(probe.returncode != 0, probe.stderr.decode(errors="replace")):
             raise ValueError(f"espeak-ng has no voice {base!r} (espeak-ng --voices lists them)")
         if probe.returncode:
             raise ValueError(f"{path} failed (exit {probe.returncode}): "
@@ -351,7 +350,7 @@ class _Synthesis(protocol.ProcessProtocol):
         stderr = self.stderr.decode(errors="replace")
         if self.why_killed is not None:
             self.done.errback(SpeechError(f"espeak-ng {self.why_killed}: killed"))
-        elif _NO_VOICE in stderr:
+        elif _no_such_voice(not reason.check(error.ProcessDone), stderr):
             self.done.errback(ValueError(
                 f"espeak-ng has no voice {self.voice.partition('+')[0]!r} "
                 "(espeak-ng --voices lists them)"))
@@ -392,3 +391,8 @@ def _last_line(text: bytes | str) -> str:
         text = text.decode(errors="replace")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "(nothing on stderr)"
+
+
+def _no_such_voice(failed: bool, stderr: str) -> bool:
+    """espeak-ng refused -v: "Error: The specified espeak-ng voice does not exist." (1.51)."""
+    return failed and "voice" in stderr.lower()

@@ -146,6 +146,16 @@ class VoiceActivity:
         self._run_start = 0  # index of the first of them
 
     @property
+    def start_delay(self) -> float:
+        """Seconds from a reported onset to the end of the frame that decides it."""
+        return self._start_frames * FRAME_SECONDS
+
+    @property
+    def stop_delay(self) -> float:
+        """Seconds from a reported end of speech to the end of the frame that decides it."""
+        return self._stop_frames * FRAME_SECONDS
+
+    @property
     def time(self) -> float:
         """Seconds of audio fed so far."""
         return self.frames_fed * FRAME_SECONDS
