@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import stat
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,14 @@ def _give_back_signals():
 class EspeakCase(unittest.TestCase):
     if not HAVE_ESPEAK:
         skip = "espeak-ng is not installed (Debian package espeak-ng; .ci/run installs it)"
+
+    def mktemp(self) -> str:
+        """A fresh path in a temporary folder (trial's own would make one in the cwd)."""
+        if not hasattr(self, "_tmp"):
+            self._tmp = Path(tempfile.mkdtemp(prefix="voicews-tts-"))
+            self.addCleanup(shutil.rmtree, self._tmp, True)
+        self._made = getattr(self, "_made", 0) + 1
+        return str(self._tmp / f"t{self._made}")
 
     def stand_in(self, script: str) -> str:
         """An executable shell script to run in espeak-ng's place."""
