@@ -3,8 +3,8 @@
 Each 20 ms frame is first judged by WebRTC's Gaussian-mixture VAD (``webrtcvad-wheels``,
 about 2 µs a frame).  On its own it calls a steady tone speech at every aggressiveness, and a
 hiss (white noise at -30 to -20 dBFS; it learns quieter noise as background), so a frame it
-calls speech must also pass a gate on the
-frame's spectral flatness (geometric over arithmetic mean of the power spectrum, 200-3400 Hz):
+calls speech must also pass a gate on the frame's spectral flatness (geometric over arithmetic
+mean of the power spectrum, 200-3400 Hz):
 
 - below ``min_flatness`` the frame is *tonal*: one or a few steady sinusoids (test tones, dial,
   ring-back and DTMF tones, hold beeps).  A clean or G.711-coded tone measures under 3e-4,
