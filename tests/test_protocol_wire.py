@@ -1,11 +1,12 @@
-"""The socket's wire behaviour, through a real twistd, with the frame fast path in place.
+"""The socket's wire behaviour, through a real twistd, on the fast path and the public path.
 
-CallProtocol delivers whole masked binary frames itself and sends audio frames
-with one write (see CallProtocol.dataReceived and _send_audio); everything else
-must still behave exactly as autobahn makes it behave.  These tests speak to a
-real daemon with `wire.Call` (the `websockets` client, which masks every frame
-with a fresh random key and offers no compression, so the fast path takes its
-frames) and, where a client library would refuse to misbehave, with
+On the fast path CallProtocol delivers whole masked binary frames itself and sends
+audio frames with one write (voicews/call/fastpath.py); everything else must still
+behave exactly as autobahn makes it behave.  Every test here runs twice: with the
+fast path, and with ``fast_path: false`` (autobahn's and Twisted's public path).
+These tests speak to a real daemon with `wire.Call` (the `websockets` client, which
+masks every frame with a fresh random key and offers no compression, so the fast path
+takes its frames) and, where a client library would refuse to misbehave, with
 `wire.RawCall` over a bare socket.
 """
 
@@ -14,9 +15,20 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import pytest
 from websockets.sync.client import connect
 
+from conftest import Daemon, base_config
 from wire import Call, RawCall, first_message, frame, random_frames, ws_frame
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "public-path"])
+def daemon(request, tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("wire"), base_config(fast_path=request.param)).start()
+    if not request.param:
+        d.wait_log("fast path off (fast_path: false)")
+    yield d
+    assert d.stop() == 0
 
 
 def test_frames_echo_bit_exact_under_random_masks(daemon):
@@ -97,26 +109,21 @@ def test_close_handshake_from_the_client(daemon):
     assert "outcome=hangup" in log
 
 
-def test_close_handshake_from_the_server_on_shutdown(daemon):
-    with Call(daemon.ws, pipeline="echo") as call:
-        call.echo_roundtrip(8, 1)
-        daemon.signal(15)
-        assert call.wait_closed()[0] == 1001
-    assert daemon.stop() == 0
-
-
 def test_frame_counters_count_live_and_ended_calls(daemon):
-    with Call(daemon.ws, pipeline="echo") as call:
+    daemon.wait_metric("voicews_active_calls", 0)
+    before_in = daemon.metric("voicews_frames_in_total")
+    before_out = daemon.metric("voicews_frames_out_total")
+    with Call(daemon.ws, pipeline="echo", uuid="counted-7") as call:
         call.echo_roundtrip(0, 7)
-        assert daemon.metric("voicews_frames_in_total") == 7
-        assert daemon.metric("voicews_frames_out_total") == 7
-    daemon.wait_log("call ended")
-    with Call(daemon.ws, pipeline="echo") as call:
+        assert daemon.metric("voicews_frames_in_total") == before_in + 7
+        assert daemon.metric("voicews_frames_out_total") == before_out + 7
+    daemon.wait_log("call ended uuid=counted-7")
+    with Call(daemon.ws, pipeline="echo", uuid="counted-1") as call:
         call.echo_roundtrip(1, 1)
-        assert daemon.metric("voicews_frames_in_total") == 8
-    daemon.wait_log("frames_in=1 ")
-    assert daemon.metric("voicews_frames_in_total") == 8
-    assert daemon.metric("voicews_frames_out_total") == 8
+        assert daemon.metric("voicews_frames_in_total") == before_in + 8
+    daemon.wait_log("call ended uuid=counted-1")
+    assert daemon.metric("voicews_frames_in_total") == before_in + 8
+    assert daemon.metric("voicews_frames_out_total") == before_out + 8
 
 
 def test_gain_rounds_and_saturates_every_sample(daemon):
@@ -127,3 +134,12 @@ def test_gain_rounds_and_saturates_every_sample(daemon):
         got = call.exchange(values)
     expected = np.clip(np.rint(values * 10 ** (6 / 20)), -32768, 32767).astype("<i2")
     assert got.tolist() == expected.tolist()
+
+
+def test_close_handshake_from_the_server_on_shutdown(daemon):
+    """Last in this module: it stops the daemon."""
+    with Call(daemon.ws, pipeline="echo") as call:
+        call.echo_roundtrip(8, 1)
+        daemon.signal(15)
+        assert call.wait_closed()[0] == 1001
+    assert daemon.stop() == 0

@@ -284,6 +284,13 @@ class Pipeline:
     def call_time(self) -> float:
         return self.clock.seconds() - self.started_at
 
+    @property
+    def frames_out(self) -> int:
+        return self.sender.frames_sent
+
+    def http(self) -> Any:
+        return self.services.http()
+
     # -- events ------------------------------------------------------------------------
 
     def receive_event(self, kind: str, data: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ and the application use.  A session never sees the socket.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -16,7 +16,27 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
     from voicews.pipeline.info import CallInfo
-    from voicews.pipeline.pipeline import Pipeline
+
+
+class Call(Protocol):
+    """What a session acts on: the call's running pipeline (voicews.pipeline.pipeline)."""
+
+    info: CallInfo
+    clock: IReactorTime
+    frames_in: int
+    closed: bool
+
+    @property
+    def frames_out(self) -> int: ...
+    def http(self) -> Any: ...
+    def call_time(self) -> float: ...
+    def queued_seconds(self, position: int) -> float: ...
+    def play(self, position: int, samples: Any, replace: bool = False) -> None: ...
+    def emit(self, position: int, source: str, kind: str, data: dict[str, Any]) -> None: ...
+    def notify(self, position: int, payload: Any) -> None: ...
+    def clear(self) -> None: ...
+    def hangup(self, code: int, reason: str, outcome: str) -> None: ...
+    def run_in_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred[Any]: ...
 
 
 class Session:
@@ -24,7 +44,7 @@ class Session:
 
     __slots__ = ("_pipeline", "_position", "name")
 
-    def __init__(self, pipeline: Pipeline, position: int, name: str) -> None:
+    def __init__(self, pipeline: Call, position: int, name: str) -> None:
         self._pipeline = pipeline
         self._position = position
         self.name = name
@@ -49,7 +69,7 @@ class Session:
     @property
     def http(self) -> Any:
         """The daemon's shared asynchronous HTTP client (``treq``'s API: get, post, ...)."""
-        return self._pipeline.services.http()
+        return self._pipeline.http()
 
     @property
     def frames_in(self) -> int:
@@ -59,7 +79,7 @@ class Session:
     @property
     def frames_out(self) -> int:
         """Frames sent to the caller so far."""
-        return self._pipeline.sender.frames_sent
+        return self._pipeline.frames_out
 
     @property
     def time(self) -> float:
