@@ -77,26 +77,34 @@ class Bot:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.call(self._stop())
+        self.call(self._finish())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
 
-    def call(self, coro: Any, timeout: float = 5.0) -> Any:
+    def call(self, coro: Any, timeout: float = 10.0) -> Any:
         """Run a coroutine on the bot's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
         self.server = await serve(
             self._handler, "127.0.0.1", 0, ssl=self.ssl_context, max_size=4 << 20,
-            compression=None, ping_interval=None, process_request=self._process_request,
+            compression=None, ping_interval=None, close_timeout=0.5,
+            process_request=self._process_request,
         )
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:
         self.server.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.server.wait_closed(), 3)
+            await asyncio.wait_for(self.server.wait_closed(), 2)
+
+    async def _finish(self) -> None:
+        await self._stop()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _process_request(self, connection: ServerConnection, request: Any) -> Any:
         self.connections += 1

@@ -256,3 +256,20 @@ def test_vonage_far_end_audio_notify_and_clear_come_back():
 def test_vonage_garbage_is_ignored_with_a_reason(message):
     [action] = VonageStream({}, 16000).receive(message)
     assert isinstance(action, Ignored) and "\n" not in action.reason
+
+
+def test_both_streams_offer_what_the_wrapper_calls():
+    from voicews.bridge.actions import FarEnd
+
+    def wrapper_side(stream: FarEnd) -> None:  # type-checked by mypy against FarEnd
+        stream.opening()
+        stream.media(np.zeros(stream.rate // 50, dtype="<i2"))
+        stream.dtmf("1", 100)
+        stream.receive('{"event": "mark", "mark": {"name": "x"}}')
+        stream.drain()
+        stream.mark_played(1)
+        stream.stop()
+        assert stream.stopped
+
+    wrapper_side(TwilioStream(UUID, {}, 16000))
+    wrapper_side(VonageStream({}, 16000))

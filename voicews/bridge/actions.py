@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,6 +60,24 @@ class Ignored:
 
 
 Action = Play | Mark | Clear | Reply | Ignored
+
+class FarEnd(Protocol):
+    """What TwilioStream and VonageStream both offer: the wrapper needs nothing else.
+
+    Each returns the messages to send (str: text, bytes: binary) or the actions to take.
+    """
+
+    rate: int
+    stopped: bool
+
+    def opening(self) -> list[str]: ...
+    def media(self, frame: np.ndarray) -> str | bytes: ...
+    def dtmf(self, digit: str, duration: int | None = None) -> str: ...
+    def mark_played(self, mark_id: int) -> list[str]: ...
+    def stop(self) -> list[str]: ...
+    def receive(self, message: str | bytes) -> list[Action]: ...
+    def drain(self) -> list[Action]: ...
+
 
 MAX_PENDING_MARKS = 1000
 """Marks waiting for their audio; a bot past this gets its new marks ignored."""

@@ -32,15 +32,11 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.util import parse_url
 from OpenSSL import SSL
 from twisted.internet import defer, ssl
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
@@ -138,9 +134,11 @@ class _Protocol(WebSocketClientProtocol):
     factory: _Factory
     close_note: str | None = None
     remote_code: int | None = None
+    aborted = False
     backlog: _Backlog
 
     def abort(self) -> None:
+        self.aborted = True
         transport: Any = self.transport
         if transport is not None:
             transport.abortConnection()
@@ -157,6 +155,11 @@ class _Protocol(WebSocketClientProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
         self.factory.client._message(self, payload if isBinary else payload.decode("utf-8"))
+
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:  # noqa: N802, N803
+        # Autobahn answers it; the far end then drops TCP, or we do after a while.
+        self.factory.client._set_timer(CLOSE_TIMEOUT, self.abort)
+        return super().onCloseFrame(code, reasonRaw)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
         if wasClean and code is not None:
@@ -224,17 +227,25 @@ class BridgeClient:
         )
         self.factory.protocol = _Protocol
         self.factory.client = self
+        self.factory.noisy = False  # no "Starting factory" line per call; ours say more
         self.factory.setProtocolOptions(
             maxMessagePayloadSize=max_message_bytes,
             maxFramePayloadSize=max_message_bytes,
-            openHandshakeTimeout=0,  # ours covers TCP, TLS and the handshake, on `clock`
-            closeHandshakeTimeout=CLOSE_TIMEOUT,
+            # Autobahn's own timers run on txaio's global reactor; ours run on `clock`:
+            # the open timeout covers TCP, TLS and the handshake, and a close that is not
+            # finished after CLOSE_TIMEOUT drops the TCP connection.
+            openHandshakeTimeout=0,
+            closeHandshakeTimeout=0,
+            serverConnectionDropTimeout=0,
         )
-        endpoint = self._tcp_endpoint(host, port)
+        self._endpoint = self._tcp_endpoint(host, port)
+        self._connect_factory: Any = self.factory
         if secure:
             creator = ssl.optionsForClientTLS(host, trustRoot=trust_root(ca_file))
-            endpoint = wrapClientTLS(creator, endpoint)
-        self._endpoint = endpoint
+            # As wrapClientTLS does, but on our reactor (its write batching would use
+            # the global one).
+            wrapped: Any = self.factory  # an IProtocolFactory; mypy cannot see zope's
+            self._connect_factory = TLSMemoryBIOFactory(creator, True, wrapped, clock=reactor)
         self._protocol: _Protocol | None = None
         self._handshaking: _Protocol | None = None
         self._opened_at = 0.0
@@ -258,7 +269,7 @@ class BridgeClient:
 
     @property
     def connected(self) -> bool:
-        return self._protocol is not None
+        return self._protocol is not None and not self._protocol.aborted
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -273,7 +284,7 @@ class BridgeClient:
     def send(self, message: str | bytes) -> bool:
         """Send one text (str) or binary (bytes) message; False when it could not be."""
         protocol = self._protocol
-        if protocol is None:
+        if protocol is None or protocol.aborted:
             self.dropped_messages += 1
             return False
         binary = isinstance(message, bytes)
@@ -304,8 +315,7 @@ class BridgeClient:
             self._closing.append(done)
             protocol = self._protocol
             protocol.sendClose(code, reason or None)
-            # Autobahn's own close timeout runs on the global reactor; this one on `clock`.
-            self._set_timer(CLOSE_TIMEOUT * 2, protocol.abort)
+            self._set_timer(CLOSE_TIMEOUT, protocol.abort)
         elif self._handshaking is not None:
             self._closing.append(done)
             self._handshaking.abort()
@@ -334,7 +344,7 @@ class BridgeClient:
         self._retry_call = None
         self.attempt += 1
         self._abort_note = None
-        connecting = self._endpoint.connect(self.factory)
+        connecting = self._endpoint.connect(self._connect_factory)
         self._connecting = connecting
         self._set_timer(self.timeout, self._timed_out)
         connecting.addCallbacks(self._connected, self._connect_failed)

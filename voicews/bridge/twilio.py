@@ -179,8 +179,8 @@ class TwilioStream:
         message["streamSid"] = self.stream_sid
         return _dumps(message)
 
-    def dtmf(self, digit: str) -> str:
-        """The ``dtmf`` message for a key the caller pressed."""
+    def dtmf(self, digit: str, duration: int | None = None) -> str:
+        """The ``dtmf`` message for a key the caller pressed (Twilio sends no duration)."""
         message: dict[str, Any] = {"event": "dtmf", "streamSid": self.stream_sid}
         message.update(self._next("dtmf"))
         message["dtmf"] = {"track": "inbound_track", "digit": str(digit)}
