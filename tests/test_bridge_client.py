@@ -487,3 +487,16 @@ def test_no_timer_is_left_on_the_global_reactor(net):
         call.start()
         result_of(net, call.client.close())
     assert len(global_reactor.getDelayedCalls()) == before
+
+
+def test_bad_settings_are_refused_at_construction(net, tmp_path):
+    with pytest.raises(ValueError, match="bad WebSocket URL"):
+        Wrapper(net, "http://127.0.0.1:1/x")
+    empty = tmp_path / "empty.pem"
+    empty.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="no PEM certificate"):
+        Wrapper(net, "wss://127.0.0.1:1/x", ca_file=empty)
+    with pytest.raises(ValueError):
+        Reconnect(tries=3, initial_delay=2, max_delay=1)
+    assert [Reconnect(initial_delay=0.5, max_delay=3).delay(n) for n in (1, 2, 3, 4)] == [
+        0.5, 1.0, 2.0, 3.0]

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.util import parse_url
-from OpenSSL import SSL
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -41,7 +39,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from voicews import __version__
+from voicews.bridge.options import BridgeError, Reconnect, describe, squash, trust_root
 from voicews.vonage.messages import CLOSE_NORMAL
+
+__all__ = ["BridgeClient", "BridgeError", "Reconnect"]
 
 log = Logger(namespace="voicews.bridge")
 
@@ -50,61 +51,6 @@ MAX_BUFFER_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 1 << 20
 CLOSE_TIMEOUT = 2.0
 """How long a close waits for the far end's answer before the TCP connection is dropped."""
-
-
-class BridgeError(Exception):
-    """The far end could not be reached; ``reason`` is one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Reconnect:
-    """Try again after a failure: `tries` times, waiting initial_delay, 2x, 4x... max_delay."""
-
-    tries: int = 3
-    initial_delay: float = 0.5
-    max_delay: float = 8.0
-    stable_after: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.tries < 0 or self.initial_delay < 0 or self.max_delay < self.initial_delay:
-            raise ValueError("reconnect needs tries >= 0 and 0 <= initial_delay <= max_delay")
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number `retry` (1 for the first)."""
-        return float(min(self.initial_delay * 2 ** (retry - 1), self.max_delay))
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def describe(failure: Failure) -> str:
-    """A connection failure in one line, naming TLS verification failures as such."""
-    value = failure.value
-    if isinstance(value, SSL.Error):
-        details = [part[2] for part in value.args[0] if len(part) > 2] if value.args else []
-        return "TLS failed: " + (_one_line("; ".join(d for d in details if d)) or "handshake error")
-    return _one_line(failure.getErrorMessage()) or type(value).__name__
-
-
-def trust_root(ca_file: str | Path | None) -> Any:
-    """The system's CAs, or every certificate in a PEM file (and nothing else)."""
-    if ca_file is None:
-        return ssl.platformTrust()
-    text = Path(ca_file).read_text()
-    marker = "-----BEGIN CERTIFICATE-----"
-    blocks = [marker + block for block in text.split(marker)[1:]]
-    if not blocks:
-        raise ValueError(f"{ca_file} holds no PEM certificate")
-    try:
-        certificates = [ssl.Certificate.loadPEM(block.encode()) for block in blocks]
-    except SSL.Error as exc:
-        raise ValueError(f"{ca_file} holds a certificate that cannot be read: {exc}") from None
-    return ssl.trustRootFromCertificates(certificates)
 
 
 @implementer(IPushProducer)
@@ -167,10 +113,10 @@ class _Protocol(WebSocketClientProtocol):
         if self.close_note is None:
             if wasClean and code is not None:
                 self.close_note = f"far end closed the socket with code {code}" + (
-                    f" ({_one_line(reason)})" if reason else ""
+                    f" ({squash(reason)})" if reason else ""
                 )
             elif reason:
-                self.close_note = _one_line(reason)
+                self.close_note = squash(reason)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         super().connectionLost(reason)
@@ -287,8 +233,8 @@ class BridgeClient:
         if protocol is None or protocol.aborted:
             self.dropped_messages += 1
             return False
-        binary = isinstance(message, bytes)
-        payload = message if isinstance(message, bytes) else message.encode("utf-8")
+        binary = not isinstance(message, str)
+        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
         backlog = protocol.backlog
         if backlog.paused:
             backlog.unsent += len(payload)
@@ -400,9 +346,7 @@ class BridgeClient:
             self._handshaking = None
         note = protocol.close_note or describe(failure)
         if self._closed:
-            closing, self._closing = self._closing, []
-            for done in closing:
-                done.callback(None)
+            self._all_closed()
             return
         if was_open:
             if self.clock.seconds() - self._opened_at >= (
@@ -414,11 +358,14 @@ class BridgeClient:
         else:
             self._failed(f"could not open {self.url}: {note}", opened=False)
 
+    def _all_closed(self) -> None:
+        closing, self._closing = self._closing, []
+        for done in closing:
+            done.callback(None)
+
     def _failed(self, reason: str, *, opened: bool, final: bool = False) -> None:
         if self._closed:
-            closing, self._closing = self._closing, []
-            for done in closing:
-                done.callback(None)
+            self._all_closed()
             return
         self.failures += 1
         retry = (
