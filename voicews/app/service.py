@@ -33,7 +33,7 @@ from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
 from voicews.web.auth import warn_if_exposed
 from voicews.web.limits import GuardedSite
-from voicews.web.webhooks import Webhooks
+from voicews.web.site import Root
 
 log = Logger(namespace="voicews.service")
 
@@ -54,8 +54,8 @@ class VoicewsService(service.MultiService):
         self.fast_path = problem is None
         self._fast_path_problem = problem
         self.factory = CallFactory(runtime, fast_path=self.fast_path)
-        self.webhooks = Webhooks(runtime, self.factory)
-        self.site = GuardedSite(self.webhooks.app.resource(), runtime, reactor=reactor)
+        self.root = Root(runtime, self.factory)
+        self.site = GuardedSite(self.root.app.resource(), runtime, reactor=reactor)
         endpoint = _Reporting(serverFromString(reactor, listen), listen, self._listening)
         self.endpoint = StreamServerEndpointService(endpoint, self.site)
         self.endpoint.setServiceParent(self)

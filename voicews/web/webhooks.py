@@ -1,8 +1,7 @@
-"""The HTTP side: Vonage's webhooks, health and metrics, and the door to /socket.
+"""Vonage's webhooks: answer (the NCCO that connects the call to our socket), event, fallback.
 
-One Klein app on the same Site as the socket.  Handlers are small: parse the
-request (400 with a reason when it is malformed, never a 500), do one thing,
-answer JSON.
+Handlers are small: parse the request (400 with a reason when it is malformed,
+never a 500), do one thing, answer JSON.
 """
 
 from __future__ import annotations
@@ -11,14 +10,10 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from voicews import __version__
-from voicews.call.protocol import CallFactory
-from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
 from voicews.web import auth
 from voicews.web.ncco import answer_ncco, fallback_ncco
@@ -85,27 +80,26 @@ def is_secure(request: IRequest) -> bool:
     return proto.split(",")[0].strip().lower() in ("https", "wss")
 
 
-def _json(request: IRequest, data: Any, code: int = 200) -> bytes:
+def json_response(request: IRequest, data: Any, code: int = 200) -> bytes:
     request.setResponseCode(code)
     request.setHeader("content-type", "application/json")
     return json.dumps(data).encode("utf-8")
 
 
 class Webhooks:
-    """Routes for one daemon; state lives in the Runtime so reloads take effect at once."""
+    """Vonage's webhooks under ``/webhooks/``; state lives in the Runtime, so reloads take
+    effect at once."""
 
     app = Klein()
 
-    def __init__(self, runtime: Runtime, factory: CallFactory) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.socket = WebSocketResource(factory)
 
     @app.handle_errors(auth.Refused)
     def refused(self, request: IRequest, failure) -> bytes:
-        """Every refusal and malformed request: one log line, one metric, JSON reason."""
         return auth.refuse(request, failure.value)
 
-    @app.route("/webhooks/answer", methods=["GET", "POST"])
+    @app.route("/answer", methods=["GET", "POST"])
     def answer(self, request: IRequest) -> bytes:
         auth.check_webhook_signature(request, self.runtime.settings)
         call = call_fields(request_fields(request))
@@ -117,9 +111,9 @@ class Webhooks:
             "answer uuid={uuid} from={caller} to={to} pipeline={pipeline}",
             uuid=uuid, caller=call.get("from"), to=call.get("to"), pipeline=pipeline,
         )
-        return _json(request, ncco)
+        return json_response(request, ncco)
 
-    @app.route("/webhooks/event", methods=["GET", "POST"])
+    @app.route("/event", methods=["GET", "POST"])
     def event(self, request: IRequest) -> bytes:
         auth.check_webhook_signature(request, self.runtime.settings)
         data = request_fields(request)
@@ -131,7 +125,7 @@ class Webhooks:
         request.setResponseCode(204)
         return b""
 
-    @app.route("/webhooks/fallback", methods=["GET", "POST"])
+    @app.route("/fallback", methods=["GET", "POST"])
     def fallback(self, request: IRequest) -> bytes:
         auth.check_webhook_signature(request, self.runtime.settings)
         try:
@@ -142,28 +136,4 @@ class Webhooks:
             "fallback answer for uuid={uuid}: reason={reason}",
             uuid=data.get("uuid"), reason=data.get("reason"),
         )
-        return _json(request, fallback_ncco())
-
-    @app.route("/health", methods=["GET"])
-    def health(self, request: IRequest) -> bytes:
-        runtime = self.runtime
-        return _json(
-            request,
-            {
-                "status": "draining" if runtime.draining else "ok",
-                "version": __version__,
-                "active_calls": len(runtime.calls),
-                "pipelines": sorted(runtime.settings.pipelines),
-            },
-        )
-
-    @app.route("/metrics", methods=["GET"])
-    def metrics_page(self, request: IRequest) -> bytes:
-        auth.check_bearer(request, self.runtime.settings.raw.security.metrics_token, "metrics")
-        request.setHeader("content-type", "text/plain; version=0.0.4; charset=utf-8")
-        return metrics.render()
-
-    @app.route("/socket", methods=["GET"])
-    def socket_route(self, request: IRequest):
-        auth.check_socket_handshake(request, self.runtime)
-        return self.socket
+        return json_response(request, fallback_ncco())
