@@ -37,6 +37,9 @@ class Security:
     websocket_auth: Literal["none", "vonage", "custom"] = "none"
     websocket_token: str | None = None
     metrics_token: str | None = None
+    control_token: str | None = None
+    """Bearer token for the application's side: the control API (/calls), the event
+    stream (/events) and the console.  Unset: those are off (refused)."""
     max_token_age: float = 300.0
 
 
