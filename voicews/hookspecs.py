@@ -30,6 +30,21 @@ def register_processors(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def register_tts(register: Callable[[type], None]) -> None:
+    """Register text-to-speech engine classes by calling ``register(cls)`` once per class.
+
+    ``cls.name`` is the name config.yaml's ``tts.engine`` uses; ``cls.Params``, if any, is a
+    dataclass of the engine's settings, loaded (type-checked) from ``tts.options``; the
+    daemon makes one engine, ``cls(params)`` (``cls()`` without Params), and every call
+    shares it.  An engine satisfies ``voicews.engines.tts.TextToSpeech``: ``check(voice,
+    **options)`` raises ValueError at config load when it cannot speak (missing binary,
+    no credentials), ``synthesize(text, rate, voice, **options)`` returns a Deferred of
+    int16 samples at the call's rate and must never block the reactor.  An optional
+    ``close()`` (may return a Deferred) runs when the daemon stops.
+    """
+
+
+@hookspec
 def services(runtime: Any) -> Any:
     """Process-wide services this plugin needs: an ``IService``, a list of them, or None.
 
@@ -47,7 +62,7 @@ def call_started(session: Session) -> None:
 
     Runs once per call, on the reactor, after every step's ``start()`` was called.
     ``session.info`` says which call; ``session.emit``, ``session.play``, ``session.say``
-    act on it.
+    act on it (the head of the mix bus).
     """
 
 

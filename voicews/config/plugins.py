@@ -25,6 +25,10 @@ BUILTIN_PLUGINS = (
     "voicews.processors.gain",
     "voicews.processors.file_inject",
     "voicews.processors.record",
+    "voicews.processors.vad",
+    "voicews.processors.barge_in",
+    "voicews.processors.say",
+    "voicews.processors.espeak",
 )
 
 
@@ -159,5 +163,41 @@ def collect_processors(pm: pluggy.PluginManager) -> dict[str, type[Processor]]:
             raise PluginError(
                 f"plugin {label!r}: register_processors raised {type(exc).__name__}: "
                 f"{_one_line(exc)}"
+            ) from exc
+    return {name: cls for name, (cls, _) in found.items()}
+
+
+def collect_tts(pm: pluggy.PluginManager) -> dict[str, type]:
+    """Ask every plugin for its text-to-speech engines (``register_tts``), by name.
+
+    Checked like processors: a class with a name, ``check`` and ``synthesize``, each name
+    once; a mistake names the plugin that made it.
+    """
+    found: dict[str, tuple[type, str]] = {}
+    for impl in pm.hook.register_tts.get_hookimpls():
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        label = plugin_label(impl.plugin_name)
+
+        def register(cls: type, label: str = label) -> None:
+            if not isinstance(cls, type) or not all(
+                    callable(getattr(cls, method, None)) for method in ("check", "synthesize")):
+                raise PluginError(f"plugin {label!r} registered {cls!r} as a text-to-speech "
+                                  "engine: it needs check() and synthesize() methods")
+            name = getattr(cls, "name", None)
+            if not name or not isinstance(name, str):
+                raise PluginError(f"plugin {label!r}: engine {cls.__qualname__} has no name")
+            if name in found:
+                raise PluginError(f"plugin {label!r}: text-to-speech engine name {name!r} is "
+                                  f"already defined by plugin {found[name][1]!r}")
+            found[name] = (cls, label)
+
+        try:
+            impl.function(**{arg: register for arg in impl.argnames})
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {label!r}: register_tts raised {type(exc).__name__}: {_one_line(exc)}"
             ) from exc
     return {name: cls for name, (cls, _) in found.items()}

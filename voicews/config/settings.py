@@ -19,6 +19,8 @@ import yaml
 
 from voicews.audio.samples import parse_content_type
 from voicews.config import plugins, typed
+from voicews.config import tts as speech
+from voicews.config.tts import ConfiguredTts, Tts
 from voicews.pipeline.processor import PrepareContext
 from voicews.pipeline.steps import PipelineSpec, Step
 
@@ -83,6 +85,8 @@ class RawConfig:
     false: autobahn's and Twisted's public path for every call."""
     security: Security = field(default_factory=Security)
     limits: Limits = field(default_factory=Limits)
+    tts: Tts | None = None
+    """Text to speech (``say``, ``session.say``); unset: espeak-ng with its defaults."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Settings:
     path: Path
     raw: RawConfig
     pipelines: dict[str, PipelineSpec]
+    tts: ConfiguredTts
 
     @property
     def rate(self) -> int:
@@ -166,20 +171,24 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
                 raise typed.DataError(f"plugins[{i}]", str(exc)) from None
         try:
             processors = plugins.collect_processors(pm)
+            engines = plugins.collect_tts(pm)
         except plugins.PluginError as exc:
             raise typed.DataError("plugins", str(exc)) from None
+        tts = speech.resolve(raw.tts, engines)
+        if raw.tts is not None:
+            speech.check(tts, "tts")
         pipelines = {
-            name: _resolve_pipeline(name, steps, processors, base_dir)
+            name: _resolve_pipeline(name, steps, processors, base_dir, tts)
             for name, steps in raw.pipelines.items()
         }
         _check_references(raw)
     except typed.DataError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
-    return Settings(path=path, raw=raw, pipelines=pipelines)
+    return Settings(path=path, raw=raw, pipelines=pipelines, tts=tts)
 
 
 def _resolve_pipeline(
-    name: str, steps: list[Any], processors: dict[str, type], base_dir: Path
+    name: str, steps: list[Any], processors: dict[str, type], base_dir: Path, tts: ConfiguredTts
 ) -> PipelineSpec:
     key = f"pipelines.{name}"
     if not steps:
@@ -204,7 +213,8 @@ def _resolve_pipeline(
         param_key = f"{step_key}.{proc_name}"
         loaded = typed.load(cls.Params, params, param_key)
         try:
-            prepared = cls.prepare(loaded, PrepareContext(config_dir=base_dir, key=param_key))
+            prepared = cls.prepare(loaded, PrepareContext(config_dir=base_dir, key=param_key,
+                                                          tts=tts))
         except typed.DataError:
             raise
         except (ValueError, OSError) as exc:

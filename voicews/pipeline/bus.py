@@ -12,25 +12,24 @@ released once the audio before it has left the step; the pipeline sends it after
 the frame that carried that audio.  Lanes are bounded: past ``limit`` samples,
 new audio is dropped and counted, so a step playing faster than real time cannot
 grow memory.
+
+Each chunk belongs to a :class:`~voicews.pipeline.playback.Playback`; taking a frame
+counts the playback's samples out and notes where its first one sits in the output
+stream (``base``: the stream index of the frame being made), which is how a barge-in
+knows how much of it the caller heard.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voicews.audio.samples import SAMPLE_DTYPE, mix, saturate
 
-
-class Marker:
-    """A notify payload waiting behind the audio queued before it."""
-
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: Any) -> None:
-        self.payload = payload
+if TYPE_CHECKING:
+    from voicews.pipeline.playback import Mark, Playback
 
 
 def as_samples(samples: Any) -> np.ndarray:
@@ -49,7 +48,7 @@ class Lane:
     def __init__(self, frame: int, limit: int) -> None:
         self.frame = frame
         self.limit = limit
-        self._chunks: deque[tuple[np.ndarray, bool] | Marker] = deque()
+        self._chunks: deque[tuple[np.ndarray, bool, Playback] | Mark] = deque()
         self._offset = 0  # samples of the first chunk already taken
         self.queued = 0
         """Samples waiting."""
@@ -59,22 +58,25 @@ class Lane:
     def __bool__(self) -> bool:
         return bool(self._chunks)
 
-    def push(self, samples: np.ndarray, replace: bool) -> None:
+    def push(self, samples: np.ndarray, playback: Playback) -> None:
         """Queue audio (int16, flat) after what is queued; drop what does not fit."""
         room = self.limit - self.queued
         if len(samples) > room:
             self.dropped += len(samples) - max(room, 0)
             samples = samples[: max(room, 0)]
         if len(samples):
-            self._chunks.append((samples, replace))
+            self._chunks.append((samples, playback.replace, playback))
             self.queued += len(samples)
+            playback.samples += len(samples)
 
-    def mark(self, payload: Any) -> None:
-        """Release `payload` once everything queued before it has been taken."""
-        self._chunks.append(Marker(payload))
+    def mark(self, mark: Mark) -> None:
+        """Release `mark` once everything queued before it has been taken."""
+        self._chunks.append(mark)
 
-    def take(self, out: np.ndarray | None, due: list[Any]) -> np.ndarray | None:
+    def take(self, out: np.ndarray | None, due: list[Mark], base: int) -> np.ndarray | None:
         """Mix the next frame of queued audio into `out`; markers reached go to `due`.
+
+        `base` is where this frame starts in the stream of samples sent to the caller.
 
         A frame cut short by a marker (the end of a prompt whose length is not a
         whole number of frames) is padded with silence, so the notify behind it
@@ -87,16 +89,19 @@ class Lane:
         chunks = self._chunks
         while chunks and need:
             head = chunks[0]
-            if isinstance(head, Marker):
+            if not isinstance(head, tuple):
                 chunks.popleft()
-                due.append(head.payload)
+                due.append(head)
                 if parts:
                     break
                 continue
-            samples, replace_this = head
+            samples, replace_this, playback = head
             replace = replace or replace_this
             start = self._offset
             piece = samples[start : start + need]
+            if playback.start is None:
+                playback.start = base + frame - need
+            playback.taken += len(piece)
             parts.append(piece)
             need -= len(piece)
             self.queued -= len(piece)
@@ -105,8 +110,8 @@ class Lane:
                 self._offset = 0
             else:
                 self._offset = start + len(piece)
-        while chunks and isinstance(chunks[0], Marker) and not need:
-            due.append(chunks.popleft().payload)  # type: ignore[union-attr]
+        while chunks and not need and not isinstance(chunks[0], tuple):
+            due.append(chunks.popleft())  # type: ignore[arg-type]
         if not parts:
             return out
         if len(parts) == 1 and not need:
@@ -118,11 +123,11 @@ class Lane:
             return played
         return mix(out, played)
 
-    def clear(self, due: list[Any]) -> None:
+    def clear(self, due: list[Mark]) -> None:
         """Forget the queued audio; its markers go to `due` (Vonage answers them at once)."""
         for item in self._chunks:
-            if isinstance(item, Marker):
-                due.append(item.payload)
+            if not isinstance(item, tuple):
+                due.append(item)
         self._chunks.clear()
         self._offset = 0
         self.queued = 0

@@ -6,7 +6,9 @@ call ends (:meth:`Pipeline.close`, a Deferred).  In between, data flows one way:
 steps → the bus → the framer (exact 20 ms frames) → the paced sender → the link.
 
 A frame with nothing played costs one loop over the steps: the bus is looked at
-only while some lane holds audio.  Every processor exception is caught here,
+only while some lane holds audio, and the book of playbacks (what is playing, how
+much the caller heard: voicews.pipeline.playback) only when audio is played, a
+notify goes out or comes back, or a barge-in asks.  Every processor exception is caught here,
 logged once with the step's name and traceback, and ends this call alone (1011).
 """
 
@@ -26,9 +28,11 @@ from voicews.audio.samples import FRAME_SECONDS, SAMPLE_DTYPE
 from voicews.pipeline.bus import Lane, as_samples
 from voicews.pipeline.events import APP, CALL, VONAGE, Event
 from voicews.pipeline.framer import Framer
+from voicews.pipeline.playback import Mark, Playback, Playbacks
 from voicews.pipeline.processor import Processor
 from voicews.pipeline.sender import PacedSender
 from voicews.pipeline.session import Session
+from voicews.pipeline.speech import Speech
 
 if TYPE_CHECKING:
     from voicews.pipeline.info import CallInfo
@@ -64,7 +68,9 @@ class Pipeline:
         self.outcome: str | None = None
         self._lanes: list[Lane | None] = [None] * (len(spec.steps) + 1)
         self._active = 0  # lanes holding audio: 0 keeps the frame path a plain loop
-        self._due: list[Any] = []  # notify payloads to send after the frame in progress
+        self._due: list[Mark | _Clear] = []  # to send after the frame in progress
+        self.playbacks = Playbacks(self._ear, self._push)
+        self.speech = Speech(self)
         self._processing = False
         self._events: deque[tuple[Event, int]] = deque()
         self._delivering = False
@@ -119,6 +125,7 @@ class Pipeline:
             return self._closing
         self.closed = True
         self.outcome = outcome
+        self.playbacks.end_all("ended")  # while the playout model still says what was heard
         self.sender.stop()
         waits: list[tuple[str, defer.Deferred[Any]]] = []
         for processor in self.processors:
@@ -192,40 +199,58 @@ class Pipeline:
                         self.sender.audio(frame)
         if self._due:
             due, self._due = self._due, []
-            for payload_ in due:
-                self._send_notify(payload_)
+            for item in due:
+                if isinstance(item, _Clear):
+                    self._send_clear(item.released)
+                else:
+                    self._send_notify(item)
 
     def _through_bus(self, inbound: np.ndarray) -> np.ndarray | None:
         lanes = self._lanes
+        sender = self.sender
+        # Where this frame will sit in the stream sent to the caller.
+        base = ((sender.frames_sent + sender.queued_frames) * self.info.frame_samples
+                + self.framer.pending)
         outbound = None
         lane = lanes[0]
         if lane:
-            outbound = self._take(lane, None)
+            outbound = self._take(lane, None, base)
         for position, processor in enumerate(self.processors, start=1):
             outbound = processor.process(inbound, outbound)
             lane = lanes[position]
             if lane:
-                outbound = self._take(lane, outbound)
+                outbound = self._take(lane, outbound, base)
         return outbound
 
-    def _take(self, lane: Lane, outbound: np.ndarray | None) -> np.ndarray | None:
-        outbound = lane.take(outbound, self._due)
+    def _take(self, lane: Lane, outbound: np.ndarray | None, base: int) -> np.ndarray | None:
+        outbound = lane.take(outbound, self._due, base)
         if not lane:
             self._active -= 1
         return outbound
 
     # -- what sessions do ----------------------------------------------------------------
 
-    def play(self, position: int, samples: Any, replace: bool = False) -> None:
+    def play(self, position: int, samples: Any, replace: bool = False,
+             label: str | None = None) -> Playback:
+        playback = self.playbacks.new(position, self.step_name(position), label,
+                                      self.info.rate, replace)
+        self._push(playback, samples)
+        return playback
+
+    def _push(self, playback: Playback, samples: Any) -> None:
+        """Queue `samples` on the playback's lane (a closed call ends it instead)."""
         if self.closed:
+            self.playbacks.finish(playback, "ended")
             return
+        playback.pending = False
+        position = playback.position
         lane = self._lanes[position]
         if lane is None:
             limit = int(self.services.max_buffer_seconds * self.info.rate)
             lane = self._lanes[position] = Lane(self.info.frame_samples, limit)
         was_playing = bool(lane)
         dropped = lane.dropped
-        lane.push(as_samples(samples), replace)
+        lane.push(as_samples(samples), playback)
         if lane.dropped != dropped:
             frames = -(-(lane.dropped - dropped) // self.info.frame_samples)
             self.sender.frames_dropped += frames
@@ -235,33 +260,67 @@ class Pipeline:
     def notify(self, position: int, payload: Any) -> None:
         if self.closed:
             return
+        mark = self.playbacks.mark(position, payload)
         lane = self._lanes[position]
         if lane:
-            lane.mark(payload)
+            lane.mark(mark)
         elif self._processing:
-            self._due.append(payload)  # after the frame this step is helping to make
+            self._due.append(mark)  # after the frame this step is helping to make
         else:
-            self._send_notify(payload)
+            self._send_notify(mark)
 
-    def _send_notify(self, payload: Any) -> None:
+    def _send_notify(self, mark: Mark) -> None:
         for frame in self.framer.flush():
             self.sender.audio(frame)
-        self.sender.text(json.dumps({"action": "notify", "payload": payload}))
+        self._send_mark(mark)
 
-    def clear(self) -> None:
-        """Barge-in: drop every lane's audio and our queue, and tell Vonage to drop its buffer."""
+    def _send_mark(self, mark: Mark) -> None:
+        text = json.dumps({"action": "notify", "payload": mark.payload})
+        self.sender.text(text)
+        self.playbacks.sent(mark, text)
+
+    def clear(self) -> list[Playback]:
+        """Barge-in: drop every lane's audio and our queue, and tell Vonage to drop its buffer.
+
+        Returns the playbacks cut short (what the caller heard of each is frozen first).
+        Asked while a frame is being made (a step reacting to another's event), the
+        ``clear`` goes after that frame: it already holds played audio, and Vonage drops it.
+        """
         if self.closed:
-            return
-        released: list[Any] = []
+            return []
+        cut = self.playbacks.end_all("interrupted")
+        released: list[Mark] = []
         for lane in self._lanes:
             if lane is not None:
                 lane.clear(released)
         self._active = 0
+        if self._processing:
+            self._due.append(_Clear(released))
+        else:
+            self._send_clear(released)
+        return cut
+
+    def _send_clear(self, released: list[Mark]) -> None:
         self.framer.reset()
         self.sender.clear()
         self.sender.text(json.dumps({"action": "clear"}))
-        for payload in released:
-            self.sender.text(json.dumps({"action": "notify", "payload": payload}))
+        for mark in released:
+            self._send_mark(mark)  # Vonage answers them at once
+
+    def playing(self) -> list[Playback]:
+        return self.playbacks.playing()
+
+    def say(self, position: int, text: str, voice: str | None,
+            options: dict[str, Any]) -> defer.Deferred[Playback]:
+        return self.speech.say(position, text, voice, options)
+
+    def _ear(self) -> float:
+        """Samples of the output stream the caller has heard by now (the playout model)."""
+        sender = self.sender
+        return (sender.frames_sent - sender.lead() / FRAME_SECONDS) * self.info.frame_samples
+
+    def step_name(self, position: int) -> str:
+        return self.spec.steps[position - 1].name if position else APP
 
     def queued_seconds(self, position: int) -> float:
         """Audio this position played that has not left yet, plus what Vonage has not played."""
@@ -295,6 +354,8 @@ class Pipeline:
 
     def receive_event(self, kind: str, data: dict[str, Any]) -> None:
         """One of Vonage's events (dtmf, notify, cleared): every step and the app see it."""
+        if kind == "notify" and not self.closed:
+            self.playbacks.answered(data.get("payload"))  # say's Deferreds fire first
         self._emit(Event(kind, data, VONAGE, self.call_time()), skip=-1)
 
     def emit(self, position: int, source: str, kind: str, data: dict[str, Any]) -> None:
@@ -349,6 +410,15 @@ class Pipeline:
             CLOSE_INTERNAL_ERROR, f"processor error in pipeline {self.info.pipeline}, step {step}",
             "error",
         )
+
+
+class _Clear:
+    """A clear asked during a frame, sent after it, with the notifies it released."""
+
+    __slots__ = ("released",)
+
+    def __init__(self, released: list[Mark]) -> None:
+        self.released = released
 
 
 def _raiser() -> Processor | None:

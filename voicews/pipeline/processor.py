@@ -32,6 +32,9 @@ class PrepareContext:
 
     config_dir: Path
     key: str
+    tts: Any = None
+    """The daemon's text-to-speech engine (config.yaml's ``tts:``), for steps that speak:
+    ``context.tts.check(voice, **options)`` raises ValueError when it cannot."""
 
     def resolve(self, path: str) -> Path:
         """A path from config.yaml, relative to the config file's folder."""

@@ -68,6 +68,9 @@ class CallServices:
     """Hand one call event to the application (HTTP callbacks, ``/events``)."""
     call_started: Callable[[Session], None] = _nothing
     call_ended: Callable[[Session, str], None] = _nothing
+    tts: Any = None
+    """The daemon's text-to-speech engine for ``session.say`` (a
+    ``voicews.engines.tts.TextToSpeech``: ``synthesize(text, rate, voice, **options)``)."""
     max_lead_seconds: float = 1.0
     max_buffer_seconds: float = 60.0
     close_timeout: float = 5.0

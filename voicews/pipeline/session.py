@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
     from voicews.pipeline.info import CallInfo
+    from voicews.pipeline.playback import Playback
 
 
 class Call(Protocol):
@@ -31,10 +32,14 @@ class Call(Protocol):
     def http(self) -> Any: ...
     def call_time(self) -> float: ...
     def queued_seconds(self, position: int) -> float: ...
-    def play(self, position: int, samples: Any, replace: bool = False) -> None: ...
+    def play(self, position: int, samples: Any, replace: bool = False,
+             label: str | None = None) -> Playback: ...
+    def say(self, position: int, text: str, voice: str | None,
+            options: dict[str, Any]) -> Deferred[Playback]: ...
+    def playing(self) -> list[Playback]: ...
     def emit(self, position: int, source: str, kind: str, data: dict[str, Any]) -> None: ...
     def notify(self, position: int, payload: Any) -> None: ...
-    def clear(self) -> None: ...
+    def clear(self) -> list[Playback]: ...
     def hangup(self, code: int, reason: str, outcome: str) -> None: ...
     def run_in_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred[Any]: ...
 
@@ -93,21 +98,52 @@ class Session:
         return self._pipeline.queued_seconds(self._position)
 
     @property
+    def playing(self) -> list[Playback]:
+        """What of ours the caller hears now or will (every step's ``play`` and ``say``),
+        oldest first: empty when nothing is playing.  See :class:`voicews.Playback`."""
+        return self._pipeline.playing()
+
+    @property
     def closed(self) -> bool:
         """The call has ended: what this session does now is ignored."""
         return self._pipeline.closed
 
     # -- what a step may do --------------------------------------------------------------
 
-    def play(self, samples: np.ndarray, *, replace: bool = False) -> None:
+    def play(self, samples: np.ndarray, *, replace: bool = False,
+             label: str | None = None) -> Playback:
         """Play int16 samples (any length, at the call's rate) from this step onwards.
 
         They are mixed into this step's output one frame at a time from the next
         frame, after anything this step played before, and pass through every later
         step.  With ``replace=True`` they take the place of this step's output
         while they last.  Callable any time (from ``process`` or a Deferred).
+
+        Returns a :class:`voicews.Playback` (``label`` names it in ``barge_in`` events):
+        how much the caller has heard (``heard``), whether a clear cut it short
+        (``outcome``), and ``extend(samples)`` to stream more of the same reply.
         """
-        self._pipeline.play(self._position, samples, replace)
+        return self._pipeline.play(self._position, samples, replace, label)
+
+    def say(self, text: str, *, voice: str | None = None,
+            **options: Any) -> Deferred[Playback]:
+        """Speak `text` to the caller with the daemon's text-to-speech engine (``tts:``).
+
+        Synthesized off the reactor at the call's rate (repeated texts come from the
+        engine's cache), then played like ``play`` from this step onwards, after what
+        this step said before (in the order asked) and followed by a notify.  `voice`
+        (default: ``tts.voice``, else the engine's own) and `options` (espeak-ng:
+        ``speed``, ``pitch``, ``amplitude``, ``word_gap``) go to the engine.
+
+        The Deferred fires with the :class:`voicews.Playback` once it has finished:
+        ``outcome`` is ``"played"`` when Vonage's notify for it came back (all heard),
+        ``"interrupted"`` when a clear (a barge-in, ``session.clear``, a DTMF stop)
+        dropped it, with ``heard`` saying how many seconds the caller heard (0 when it
+        was still being synthesized), and ``"ended"`` when the call ended first.  It
+        fails, with nothing played, on bad input (ValueError: text too long, unknown
+        voice or option) or when the engine fails (voicews.engines.tts.SpeechError).
+        """
+        return self._pipeline.say(self._position, text, voice, options)
 
     def emit(self, kind: str, **data: Any) -> None:
         """Tell every other step (``on_event``, in pipeline order) and the app about `kind`."""
@@ -118,9 +154,13 @@ class Session:
         everything this step played or passed on before now."""
         self._pipeline.notify(self._position, payload)
 
-    def clear(self) -> None:
-        """Barge-in: drop all audio queued for the caller, ours and Vonage's."""
-        self._pipeline.clear()
+    def clear(self) -> list[Playback]:
+        """Barge-in: drop all audio queued for the caller, ours and Vonage's.
+
+        Every playback still on its way (``play``, ``say``) ends as interrupted, with
+        what the caller heard of it frozen; those are returned, oldest first.
+        """
+        return self._pipeline.clear()
 
     def hangup(self, code: int = 1000, reason: str = "") -> None:
         """End the call (the socket is closed with `code`); counted as ``hangup_<name>``."""

@@ -4,6 +4,11 @@ The file is decoded and resampled when config.yaml loads (see
 :mod:`voicews.audio.files`), so every call shares one read-only buffer and the
 per-frame work is a slice.  One 20 ms frame of the file goes out per frame the
 caller sends, which keeps the file in step with the call's own clock.
+
+With ``interruptible: true`` the file is played through the mix bus instead
+(``session.play``: the whole file, or as much as the bus takes at a time), so a
+``barge-in`` step (or any clear) stops it and its ``barge_in`` event says how much of
+the file the caller heard.  The audio is the same either way.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Literal
 import numpy as np
 from twisted.logger import Logger
 
-from voicews import Processor, hookimpl
+from voicews import Playback, Processor, hookimpl
 from voicews.audio.files import Prompt, load
 from voicews.audio.samples import db_to_factor, mix
 
@@ -33,6 +38,9 @@ class FileInjectParams:
     """Level change in dB applied to the file (not to what it is mixed with)."""
     stop_on_dtmf: bool = False
     """A key press stops playback and clears Vonage's buffer (barge-in)."""
+    interruptible: bool = False
+    """Play through the mix bus, so a barge-in step (or any clear) stops the file and
+    reports how much of it was heard."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Prepared:
     mode: str
     loop: bool
     stop_on_dtmf: bool
+    interruptible: bool = False
 
 
 class FileInject(Processor):
@@ -61,6 +70,7 @@ class FileInject(Processor):
             mode=params.mode,
             loop=params.loop,
             stop_on_dtmf=params.stop_on_dtmf,
+            interruptible=params.interruptible,
         )
 
     def __init__(self, session, params: Prepared) -> None:
@@ -77,6 +87,39 @@ class FileInject(Processor):
             "uuid": session.info.uuid,
             "event": "finished",
         }
+        self.playback: Playback | None = None
+        self.fed = 0  # samples of the file queued on the bus (interruptible)
+
+    def start(self) -> None:
+        if self.params.interruptible:
+            self.playback = self.session.play(
+                self.samples[:0], replace=self.params.mode == "replace", label=self.params.shown)
+            self._queue(self.playback)
+
+    def _queue(self, playback: Playback) -> None:
+        """Put the rest of the file on the bus (a view: no copy), as much as it takes;
+        once all of it is there, the notify goes behind it."""
+        if self.fed >= len(self.samples) and self.params.loop:
+            self.fed = 0
+        before = playback.samples
+        playback.extend(self.samples[self.fed:])
+        self.fed += playback.samples - before
+        if self.fed >= len(self.samples) and not self.params.loop:
+            self.playing = False
+            self.session.notify(self.notify_payload)
+
+    def _feed(self, outbound: np.ndarray | None) -> np.ndarray | None:
+        """Interruptible: keep the bus a frame ahead; our output is what the bus replaces."""
+        playback = self.playback
+        assert playback is not None
+        if self.playing and playback.samples - playback.taken <= self.frame:
+            if playback.outcome is not None:
+                self.playing = False  # a clear (barge-in) stopped it
+            else:
+                self._queue(playback)
+        if self.params.mode == "mix":
+            return outbound
+        return self.silence
 
     def _next_chunk(self) -> np.ndarray:
         """The file's next frame; pads (or wraps, when looping) at the end."""
@@ -103,6 +146,8 @@ class FileInject(Processor):
         return np.concatenate((chunk, self.silence[:missing]))
 
     def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
+        if self.playback is not None:
+            return self._feed(outbound)
         if not self.playing:
             if self.params.mode == "mix":
                 return outbound
@@ -115,8 +160,13 @@ class FileInject(Processor):
             return chunk
         return mix(outbound, chunk)
 
+    def _audible(self) -> bool:
+        if self.playback is not None:
+            return self.playback.playing
+        return self.playing
+
     def on_event(self, event) -> None:
-        if event.kind == "dtmf" and self.params.stop_on_dtmf and self.playing:
+        if event.kind == "dtmf" and self.params.stop_on_dtmf and self._audible():
             self.playing = False
             log.info(
                 "file-inject: {file} stopped by DTMF {digit} uuid={uuid}",
@@ -124,6 +174,13 @@ class FileInject(Processor):
             )
             self.session.clear()
         elif event.kind == "notify" and event.payload == self.notify_payload:
+            playback = self.playback
+            if playback is not None and playback.outcome == "interrupted":
+                log.info(
+                    "file-inject: {file} interrupted after {heard:.2f} s uuid={uuid}",
+                    file=self.params.shown, heard=playback.heard, uuid=self.session.info.uuid,
+                )
+                return
             log.info(
                 "file-inject: {file} has played to the caller uuid={uuid}",
                 file=self.params.shown, uuid=self.session.info.uuid, event="prompt_played",

@@ -53,6 +53,9 @@ class Runtime:
         self._http: Any = None
         self._http_pool: Any = None
         self._settings = settings
+        self.tts = settings.tts
+        """The text-to-speech engine every call's ``session.say`` shares (config's ``tts:``)."""
+        self._retired: list[Any] = []  # engines a reload replaced, closed once unused
         self.call_services = self._call_services()
 
     @property
@@ -63,7 +66,18 @@ class Runtime:
         """Put a reloaded config (and the plugin manager that resolved it) in force."""
         self._settings = settings
         self.pm = pm
+        if not settings.tts.same_as(self.tts):
+            # Live calls keep the old engine; it is closed once no call is left to use it.
+            old, self.tts = self.tts, settings.tts
+            self._retired.append(old)
+            self.calls.when_empty().addCallback(lambda _: self._retire(old))
         self.call_services = self._call_services()
+
+    def _retire(self, engine: Any) -> None:
+        if engine in self._retired:
+            self._retired.remove(engine)
+            engine.close().addErrback(lambda f: log.failure("closing a replaced text-to-speech "
+                                                            "engine failed", f))
 
     def _call_services(self) -> CallServices:
         limits = self._settings.raw.limits
@@ -72,6 +86,7 @@ class Runtime:
             run_in_thread=self.run_in_thread,
             http=self.http,
             publish=self.publish,
+            tts=self.tts,
             call_started=self._call_started,
             call_ended=self._call_ended,
             max_lead_seconds=limits.max_lead_seconds,
@@ -112,11 +127,15 @@ class Runtime:
         return self._http
 
     def stop(self) -> defer.Deferred[None]:
-        """Release the threads and connections calls borrowed (the daemon is stopping)."""
+        """Release the threads, connections and speech engine calls borrowed (the daemon is
+        stopping, its calls have ended)."""
         if self._threads is not None:
             self._threads.stop()
             self._threads = None
+        waits = [engine.close() for engine in [self.tts, *self._retired]]
+        self._retired = []
         if self._http_pool is not None:
             pool, self._http_pool, self._http = self._http_pool, None, None
-            return pool.closeCachedConnections()  # type: ignore[no-any-return]
-        return defer.succeed(None)
+            waits.append(pool.closeCachedConnections())
+        done = defer.DeferredList(waits, consumeErrors=True)
+        return done.addCallback(lambda _: None)
