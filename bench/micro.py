@@ -7,6 +7,10 @@ the handshake, the Vonage first message, then `--frames` masked binary frames,
 and reports process CPU µs per frame.  Stable enough to compare one code change.
 
     .venv/bin/python bench/micro.py --frames 200000 [--pipeline gain] [--profile]
+    .venv/bin/python bench/micro.py --pipeline vad --signal speech   # the VAD on real speech
+
+The caller's frames are a quiet 440 Hz tone by default (``--signal silence`` or ``speech``:
+the test reading, looped): a voice detector does more work on what sounds like speech.
 """
 
 from __future__ import annotations
@@ -75,7 +79,8 @@ class NullTransport:
 
 
 def bench_settings(pm, config: str | None):
-    """Settings with the builtin pipelines (echo, gain, file-inject), or those of `config`.
+    """Settings with the builtin pipelines (echo, gain, file-inject, vad, barge-in), or those
+    of `config`.
 
     Frames arrive here far faster than real time, so the paced sender's lead is lifted:
     otherwise it would hold, then drop, output after a second's worth.
@@ -88,7 +93,11 @@ def bench_settings(pm, config: str | None):
     if config is None:
         workdir = Path(tempfile.mkdtemp(prefix="voicews-micro-"))
         pipelines = {"echo": ["echo"], "gain": ["echo", {"gain": {"db": 6}}]}
-        if "file-inject" in plugins.collect_processors(pm):
+        known = plugins.collect_processors(pm)
+        if "vad" in known:  # voice activity (and barge-in, which only reacts to its events)
+            pipelines["vad"] = ["echo", "vad"]
+            pipelines["barge-in"] = ["echo", "vad", "barge-in"]
+        if "file-inject" in known:
             from run import write_tone
 
             write_tone(workdir / "tone.wav")
@@ -129,11 +138,27 @@ def make_protocol(pipeline: str, config: str | None = None):
     return proto, transport
 
 
+def payloads(signal: str) -> list[bytes]:
+    """The caller's frames (16 kHz), one WebSocket message each; the list is cycled."""
+    if signal == "tone":
+        return [client_frame(2, test_payload(320))]
+    if signal == "silence":
+        return [client_frame(2, bytes(640))]
+    import soundfile
+
+    speech, _ = soundfile.read(BENCH.parent / "tests" / "data" / "speech" / "two_cities.wav",
+                               dtype="int16")
+    whole = len(speech) // 320 * 320
+    return [client_frame(2, speech[i:i + 320].tobytes()) for i in range(0, whole, 320)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=200_000)
     p.add_argument("--pipeline", default="echo")
     p.add_argument("--batch", type=int, default=1, help="frames per dataReceived call")
+    p.add_argument("--signal", choices=("tone", "silence", "speech"), default="tone",
+                   help="what the caller sends (speech: the test reading, 16 kHz, looped)")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the frame loop")
     p.add_argument("--src", help="voicews source tree to measure (default: this one)")
     p.add_argument("--config", help="measure a pipeline of this config.yaml (your plugins "
@@ -145,16 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.instructions:
         return count_instructions(args)
     proto, transport = make_protocol(args.pipeline, args.config)
-    frame = client_frame(2, test_payload(320))
-    chunk = frame * args.batch
+    frames_list = payloads(args.signal)
+    chunks = [b"".join(frames_list[(i + j) % len(frames_list)] for j in range(args.batch))
+              for i in range(0, len(frames_list), args.batch)]
+    chunk = chunks[0]
     rounds = args.frames // args.batch
     feed = proto.dataReceived
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()
     before, writes0 = time.process_time(), transport.writes
-    for _ in range(rounds):
-        feed(chunk)
+    if len(chunks) == 1:
+        for _ in range(rounds):
+            feed(chunk)
+    else:
+        count = len(chunks)
+        for i in range(rounds):
+            feed(chunks[i % count])
     spent = time.process_time() - before
     if profiler:
         profiler.disable()
@@ -162,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = rounds * args.batch
     out = transport.writes - writes0
     assert proto.pipeline.frames_in >= frames and out >= frames, (proto.pipeline.frames_in, out)
-    print(json.dumps({"pipeline": args.pipeline, "frames": frames,
+    print(json.dumps({"pipeline": args.pipeline, "signal": args.signal, "frames": frames,
                       "us_per_frame": round(1e6 * spent / frames, 2)}))
     return 0
 
@@ -182,12 +214,12 @@ def count_instructions(args) -> int:
     for frames in (1000, 5000):
         command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                    sys.executable, __file__, "--frames", str(frames),
-                   "--pipeline", args.pipeline, "--src", _src]
+                   "--pipeline", args.pipeline, "--signal", args.signal, "--src", _src]
         if args.config:
             command += ["--config", args.config]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         counts[frames] = int(re.search(r"Collected : (\d+)", done.stderr).group(1))
-    print(json.dumps({"pipeline": args.pipeline, "src": _src,
+    print(json.dumps({"pipeline": args.pipeline, "signal": args.signal, "src": _src,
                       "instructions_per_frame": (counts[5000] - counts[1000]) // 4000}))
     return 0
 
