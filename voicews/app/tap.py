@@ -46,7 +46,9 @@ def makeService(options: Options):  # noqa: N802 - Twisted's name
     listen = options["listen"] or settings.raw.listen
     problem = check_listen(reactor, listen)
     if problem:
-        sys.stderr.write(f"voicews: cannot listen on {listen!r}: {problem}\n")
+        # Name where the value came from, as every other config error does.
+        where = "--listen" if options["listen"] else f"config error: {settings.path}: listen"
+        sys.stderr.write(f"voicews: {where}: cannot listen on {listen!r}: {problem}\n")
         sys.stderr.flush()
         raise SystemExit(2)
     runtime = Runtime(settings=settings, pm=pm, clock=reactor)

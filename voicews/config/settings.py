@@ -99,6 +99,50 @@ class Settings:
         return self.raw.default_pipeline
 
 
+class DuplicateKey(Exception):
+    """A mapping in config.yaml names the same key twice; `key` is its dotted path."""
+
+    def __init__(self, key: str, line: int, first: int) -> None:
+        super().__init__(f"{key}: duplicate key (line {line}; first given on line {first})")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    Plain PyYAML keeps the last value silently, so a snippet pasted below a key
+    the file already has would replace it without a word.  The check walks the
+    composed node tree (which still knows lines) before constructing anything.
+    """
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, "")
+        return self.construct_document(node)
+
+
+def _check_unique_keys(node: yaml.Node, key: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, Any], int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges, it does not repeat a key
+                ident = (key_node.tag, key_node.value)
+                path = typed._join(key, key_node.value)
+                line = key_node.start_mark.line + 1
+                if ident in seen:
+                    raise DuplicateKey(path, line, seen[ident])
+                seen[ident] = line
+                _check_unique_keys(value_node, path)
+            else:
+                _check_unique_keys(value_node, key)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, typed._join(key, i))
+
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -138,7 +182,9 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read config file: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKey as exc:
+        raise ConfigError(f"{shown}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
