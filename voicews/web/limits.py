@@ -1,9 +1,12 @@
-"""The HTTP side's bounds: a whole request within a deadline, bodies within a size.
+"""The HTTP side's bounds: a whole request within a deadline, bodies within a size,
+answers that the client does not read within a size.
 
 A request must be fully received within ``limits.handshake_timeout`` (slow or
-half-open clients are dropped), and a body larger than ``limits.max_body_bytes``
-is answered 413 without being buffered.  Every refusal is one log line and one
-``voicews_rejected_total{reason}`` increment.
+half-open clients are dropped), a body larger than ``limits.max_body_bytes``
+is answered 413 without being buffered, and a connection that pipelines
+requests without reading the answers stops being read, then is dropped once
+:data:`MAX_UNSENT` more bytes of answers wait for it.  Every refusal is one log
+line and one ``voicews_rejected_total{reason}`` increment.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ if TYPE_CHECKING:
     from voicews.runtime.state import Runtime
 
 log = Logger(namespace="voicews.web.limits")
+
+MAX_UNSENT = 256 * 1024
+"""Bytes of answers a connection may have waiting, past the transport's own 64 KiB buffer,
+before it is dropped.  Our answers are at most a few KiB, so only a client that sends
+requests and never reads the answers gets here."""
 
 
 class GuardedRequest(Request):
@@ -108,10 +116,70 @@ class GuardedChannel(HTTPChannel):
     """
 
     _deadline = None
+    _unsent = 0
+    _dropped = False
 
     def connectionMade(self):  # noqa: N802
         super().connectionMade()
         self._arm()
+
+    # -- answers the client does not read ------------------------------------------------
+    #
+    # The transport calls pauseProducing once its buffer passes 64 KiB.  Twisted's HTTPChannel
+    # then stops reading the socket only when no request is being handled, and every request
+    # of a pipelined flood is handled as it is parsed, so the socket was read (and answered
+    # into memory) without end.  Here reading stops whatever the state, and answers written
+    # while paused are counted: past MAX_UNSENT the connection is dropped.
+
+    def pauseProducing(self):  # noqa: N802
+        super().pauseProducing()
+        if self.transport is not None and self._handlingRequest:  # None: upgraded to a socket
+            self._networkProducer.pauseProducing()
+
+    def resumeProducing(self):  # noqa: N802
+        self._unsent = 0
+        super().resumeProducing()
+
+    def writeHeaders(self, version, code, reason, headers):  # noqa: N802
+        size = len(version) + len(reason) + 8
+        for name, values in headers.getAllRawHeaders():
+            size += sum(len(name) + len(value) + 4 for value in values)
+        self._count_unsent(size)
+        super().writeHeaders(version, code, reason, headers)
+
+    def write(self, data):
+        self._count_unsent(len(data))
+        super().write(data)
+
+    def writeSequence(self, iovec):  # noqa: N802
+        self._count_unsent(sum(map(len, iovec)))
+        super().writeSequence(iovec)
+
+    def _count_unsent(self, size: int) -> None:
+        if not self._waitingForTransport or self._dropped:
+            return
+        self._unsent += size
+        if self._unsent <= MAX_UNSENT or self.transport is None:
+            return
+        self._dropped = True
+        peer = self.transport.getPeer()
+        log.warn(
+            "dropped connection from {peer}: not reading its responses "
+            "({unsent} bytes waiting past the socket buffer)",
+            peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
+            unsent=self._unsent, rejected="unread_responses",
+        )
+        metrics.rejected("unread_responses")
+        self.transport.abortConnection()
+
+    def lineReceived(self, line):  # noqa: N802
+        if self._dropped:
+            return True  # stops LineReceiver's loop over requests already read
+        return super().lineReceived(line)
+
+    def rawDataReceived(self, data):  # noqa: N802
+        if not self._dropped:
+            super().rawDataReceived(data)
 
     def _arm(self) -> None:
         if self._deadline is not None and self._deadline.active():
