@@ -61,3 +61,20 @@ def test_pipelined_requests_never_read_are_bounded(shared, path):
     shared.wait_log("not reading its responses")
     assert shared.get_json("/health")["status"] == "ok"
 
+
+def test_chunked_body_over_limit_with_final_chunk_in_one_read(shared):
+    """Item 11: the refused body's final chunk in the same read reached Twisted's
+    requestReceived, which called tell() on the discarded body: an unhandled AttributeError
+    in the log and no answer at all."""
+    before = shared.metric_or_zero("voicews_rejected_total", 'reason="body_too_big"')
+    sock = raw_socket(shared.port)
+    chunk = b"x" * 5000
+    sock.sendall(b"POST /webhooks/answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+                 % (len(chunk), chunk))
+    head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert closed_by_server(sock)
+    assert shared.metric("voicews_rejected_total", 'reason="body_too_big"') == before + 1
+    assert "AttributeError" not in shared.log()
+    assert "Unhandled" not in shared.log()

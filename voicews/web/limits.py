@@ -65,6 +65,11 @@ class GuardedRequest(Request):
             return  # answered 413 already; the handler must not run on a cut body
         super().process()
 
+    def requestReceived(self, command, path, version):  # noqa: N802
+        if self._too_big:
+            return  # answered 413 already; the rest of the body went nowhere
+        super().requestReceived(command, path, version)
+
     def _refuse_body(self, reason: str) -> None:
         self._too_big = True
         self.content = _Discard()
@@ -90,12 +95,15 @@ class GuardedRequest(Request):
 
 
 class _Discard:
-    """Where the rest of a refused body goes."""
+    """Where the rest of a refused body goes: an empty file that forgets what is written."""
 
     def write(self, data: bytes) -> None:
         pass
 
     def seek(self, *args) -> int:
+        return 0
+
+    def tell(self) -> int:
         return 0
 
     def read(self, *args) -> bytes:
