@@ -78,3 +78,20 @@ def test_chunked_body_over_limit_with_final_chunk_in_one_read(shared):
     assert shared.metric("voicews_rejected_total", 'reason="body_too_big"') == before + 1
     assert "AttributeError" not in shared.log()
     assert "Unhandled" not in shared.log()
+
+
+DEEP = "[" * 3000
+
+
+@pytest.mark.parametrize("path", ["/webhooks/answer", "/webhooks/event", "/webhooks/fallback"])
+def test_deeply_nested_json_webhook_is_400(shared, path):
+    """Item 10: `"[" * 3000` as a webhook body was a 500 with a traceback; README promises 400."""
+    status, _, body = shared.request(path, DEEP.encode(),
+                                     {"Content-Type": "application/json"}, "POST")
+    if path == "/webhooks/fallback":
+        assert status == 200  # the fallback answers its safe NCCO whatever it was sent
+    else:
+        assert status == 400
+        assert b"nested" in body
+    assert "RecursionError" not in shared.log()
+    assert "Traceback" not in shared.log()

@@ -53,6 +53,8 @@ def request_fields(request: IRequest) -> dict[str, Any]:
             data = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
+        except RecursionError:  # json's C scanner stops at Python's recursion limit
+            raise BadRequest("JSON body is nested too deeply") from None
         if not isinstance(data, dict):
             raise BadRequest("JSON body must be an object")
         fields.update(data)
