@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 
 import pytest
@@ -95,3 +96,28 @@ def test_deeply_nested_json_webhook_is_400(shared, path):
         assert b"nested" in body
     assert "RecursionError" not in shared.log()
     assert "Traceback" not in shared.log()
+
+
+FORGED = "u1\n2026-01-01T00:00:00+0000 [voicews.app.service#critical] forged\r\x00\x1b[2J"
+
+
+def test_control_characters_in_webhook_fields_are_escaped_in_text_logs(shared):
+    """Item 7: uuid/from/to/status with \\n, \\r or NUL were written raw into the text log,
+    so journald split them into forged entries."""
+    body = json.dumps({"uuid": FORGED, "from": "a\rb", "to": "c\x00d",
+                       "conversation_uuid": "c\n"}).encode()
+    status, _, _ = shared.request("/webhooks/answer", body,
+                                  {"Content-Type": "application/json"}, "POST")
+    assert status == 200
+    status, _, _ = shared.request("/webhooks/event", json.dumps(
+        {"uuid": "u2", "status": "answered\nforged-status"}).encode(),
+        {"Content-Type": "application/json"}, "POST")
+    assert status == 204
+    log = shared.wait_log("forged-status")
+    raw = shared.log_path.read_bytes()
+    assert b"\r" not in raw and b"\x00" not in raw and b"\x1b" not in raw
+    for line in log.splitlines():  # every line is an entry of ours or a traceback's tail
+        assert line.startswith(("\t", "20")), repr(line)
+        assert not line.lstrip("\t").startswith(("2026-01-01", "forged")), repr(line)
+    assert r"uuid=u1\n2026-01-01T00:00:00+0000 [voicews.app.service#critical] forged\r\x00" in log
+    assert r"status=answered\nforged-status" in log
