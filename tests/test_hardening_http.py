@@ -16,7 +16,7 @@ from wire import closed_by_server, raw_socket
 def shared(tmp_path_factory):
     """One daemon for the tests here that leave it as they found it (keeps the file fast)."""
     daemon = Daemon(tmp_path_factory.mktemp("http"),
-                    base_config(limits={"max_body_bytes": 4096})).start()
+                    base_config(limits={"max_body_bytes": 20000})).start()
     yield daemon
     daemon.stop()
 
@@ -69,7 +69,7 @@ def test_chunked_body_over_limit_with_final_chunk_in_one_read(shared):
     in the log and no answer at all."""
     before = shared.metric_or_zero("voicews_rejected_total", 'reason="body_too_big"')
     sock = raw_socket(shared.port)
-    chunk = b"x" * 5000
+    chunk = b"x" * 25000
     sock.sendall(b"POST /webhooks/answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                  b"\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
                  % (len(chunk), chunk))
@@ -98,7 +98,7 @@ def test_deeply_nested_json_webhook_is_400(shared, path):
     assert "Traceback" not in shared.log()
 
 
-FORGED = "u1\n2026-01-01T00:00:00+0000 [voicews.app.service#critical] forged\r\x00\x1b[2J"
+FORGED = "u1\n2026-01-01T00:00:00+0000 [x#critical] forged\r\x00\x1b[2J"
 
 
 def test_control_characters_in_webhook_fields_are_escaped_in_text_logs(shared):
@@ -119,5 +119,32 @@ def test_control_characters_in_webhook_fields_are_escaped_in_text_logs(shared):
     for line in log.splitlines():  # every line is an entry of ours or a traceback's tail
         assert line.startswith(("\t", "20")), repr(line)
         assert not line.lstrip("\t").startswith(("2026-01-01", "forged")), repr(line)
-    assert r"uuid=u1\n2026-01-01T00:00:00+0000 [voicews.app.service#critical] forged\r\x00" in log
+    assert r"uuid=u1\n2026-01-01T00:00:00+0000 [x#critical] forged\r\x00\x1b[2J" in log
     assert r"status=answered\nforged-status" in log
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "status"),
+    [
+        ("/webhooks/answer", {"uuid": "u" * 16000}, 400),
+        ("/webhooks/answer", {"uuid": "u-ok", "from": "4" * 16000}, 400),
+        ("/webhooks/answer", {"uuid": "u-ok", "to": "4" * 16000}, 400),
+        ("/webhooks/answer", {"uuid": "u-ok", "conversation_uuid": "c" * 16000}, 400),
+        ("/webhooks/event", {"uuid": "u" * 16000, "status": "answered"}, 400),
+        ("/webhooks/event", {"uuid": "u-ok", "status": "s" * 16000}, 400),
+        ("/webhooks/event", {"uuid": "u-ok", "status": [[["s" * 1000]] * 10]}, 400),
+        ("/webhooks/fallback", {"uuid": "u" * 9000, "reason": "r" * 9000}, 200),
+    ],
+)
+def test_webhook_fields_are_bounded(shared, path, fields, status):
+    """Item 4: ~16 KB uuid/from/to fields wrote 46 KB of log per request (and went into the
+    NCCO).  Each field we log or answer with has a bound well above what Vonage sends."""
+    before = shared.log_path.stat().st_size
+    got, _, body = shared.request(path, json.dumps(fields).encode(),
+                                  {"Content-Type": "application/json"}, "POST")
+    assert got == status, body
+    assert len(body) < 1024
+    if status == 400:
+        assert b"longer than" in body or b"must be a string" in body
+    shared.wait_log(f"POST {path}")  # the access line: our own line was written before it
+    assert shared.log_path.stat().st_size - before < 1500

@@ -68,16 +68,42 @@ def request_fields(request: IRequest) -> dict[str, Any]:
     return fields
 
 
-def call_fields(fields: dict[str, Any]) -> dict[str, str]:
-    """The call identifiers as strings; an object or list where Vonage sends text is a 400."""
-    call = {}
-    for key in ("uuid", "conversation_uuid", "from", "to"):
+FIELD_LIMITS = {"uuid": 64, "conversation_uuid": 64, "from": 128, "to": 128, "status": 32}
+"""Characters allowed in each webhook field we log or put in an NCCO.  Vonage's uuids are
+36 characters (conversation uuids 40), numbers at most 15 digits, SIP or app endpoints a
+few dozen characters, statuses one word: a longer value is not from Vonage."""
+
+FALLBACK_REASON_LIMIT = 256
+"""The fallback webhook's `reason` is logged cut to this many characters."""
+
+
+def bounded_fields(fields: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
+    """`keys` of `fields` as strings; 400 for an object or list, or a value over its bound."""
+    out = {}
+    for key in keys:
         value = fields.get(key)
         if isinstance(value, (dict, list)):
             raise BadRequest(f"field {key!r} must be a string")
-        if value is not None and value != "":
-            call[key] = str(value)
-    return call
+        if value is None or value == "":
+            continue
+        text = str(value)
+        if len(text) > FIELD_LIMITS[key]:
+            raise BadRequest(f"field {key!r} is longer than {FIELD_LIMITS[key]} characters")
+        out[key] = text
+    return out
+
+
+def call_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """The call identifiers as strings; an object or list where Vonage sends text is a 400."""
+    return bounded_fields(fields, ("uuid", "conversation_uuid", "from", "to"))
+
+
+def _cut(value: Any, limit: int) -> str | None:
+    """A field of a request we answer whatever it holds (the fallback): cut for the log."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)[: limit + 1]
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def is_secure(request: IRequest) -> bool:
@@ -132,9 +158,9 @@ class Webhooks:
     @app.route("/webhooks/event", methods=["GET", "POST"])
     def event(self, request: IRequest) -> bytes:
         auth.check_webhook_signature(request, self.runtime.settings)
-        data = request_fields(request)
+        data = bounded_fields(request_fields(request), ("uuid", "conversation_uuid", "status"))
         uuid, status = data.get("uuid"), data.get("status")
-        if isinstance(uuid, str) and isinstance(status, str):
+        if uuid is not None and status is not None:
             self.runtime.calls.update_book(uuid, status)
         log.info(
             "event uuid={uuid} status={status}", uuid=uuid, status=status,
@@ -152,7 +178,8 @@ class Webhooks:
             data = {}
         log.warn(
             "fallback answer for uuid={uuid}: reason={reason}",
-            uuid=data.get("uuid"), reason=data.get("reason"),
+            uuid=_cut(data.get("uuid"), FIELD_LIMITS["uuid"]),
+            reason=_cut(data.get("reason"), FALLBACK_REASON_LIMIT),
         )
         return _json(request, fallback_ncco())
 
