@@ -75,3 +75,15 @@ def test_readme_plugin_snippet_appended_to_shipped_config(tmp_path):
     dup_line = len(shipped.splitlines()) + 2
     assert str(info.value) == (f"{path}: plugins: duplicate key "
                                f"(line {dup_line}; first given on line {first_line})")
+
+
+def test_custom_socket_token_needs_signed_webhooks(tmp_path):
+    """Item 9: with `websocket_auth: custom` and no signature secret, an unsigned
+    GET /webhooks/answer handed the socket token to anyone (it is in the NCCO)."""
+    path = tmp_path / "custom.yaml"
+    path.write_text("security: {websocket_auth: custom, websocket_token: tok}\n")
+    code, lines = twistd_errors(path, tmp_path, "--listen", "tcp:0:interface=127.0.0.1")
+    assert code == 2
+    assert len(lines) == 1
+    assert lines[0].startswith(f"voicews: config error: {path}: security.signature_secret: "
+                               "required when websocket_auth is custom")

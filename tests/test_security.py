@@ -128,7 +128,8 @@ def test_socket_vonage_auth(start_daemon):
 
 def test_socket_custom_auth(start_daemon):
     daemon = start_daemon(
-        base_config(security={"websocket_auth": "custom", "websocket_token": "${TOK}"}),
+        base_config(security={"websocket_auth": "custom", "websocket_token": "${TOK}",
+                              "signature_secret": SECRET}),
         env={"TOK": "s3cret-value"},
     )
     assert handshake_status(daemon) == 401

@@ -268,6 +268,13 @@ def _check_references(raw: RawConfig) -> None:
         raise typed.DataError("security.websocket_token", "required when websocket_auth is custom")
     if sec.websocket_auth == "vonage" and not sec.signature_secret:
         raise typed.DataError("security.signature_secret", "required when websocket_auth is vonage")
+    if sec.websocket_auth == "custom" and not sec.signature_secret:
+        # The token goes out in the answer NCCO: unsigned, anyone could ask for it.
+        raise typed.DataError(
+            "security.signature_secret",
+            "required when websocket_auth is custom (the answer NCCO carries websocket_token, "
+            "so unsigned answer webhooks would give it to anyone)",
+        )
     for name in ("max_calls", "first_message_bytes", "max_message_bytes", "max_body_bytes"):
         if getattr(raw.limits, name) <= 0:
             raise typed.DataError(f"limits.{name}", "must be greater than 0")

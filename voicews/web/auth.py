@@ -157,7 +157,11 @@ def is_public(host: str) -> bool:
 
 
 def open_doors(settings: Settings) -> list[str]:
-    """What anyone who can reach the port may do without credentials."""
+    """What anyone who can reach the port may do without credentials, each with its key.
+
+    (``websocket_auth: custom`` without a signature secret would hand the socket token to
+    anyone in the NCCO of an unsigned answer webhook: settings.py refuses that config.)
+    """
     security = settings.raw.security
     doors = []
     if not security.signature_secret:
@@ -166,15 +170,14 @@ def open_doors(settings: Settings) -> list[str]:
         doors.append("the socket has no authorization (security.websocket_auth)")
     if not security.metrics_token:
         doors.append("/metrics is open (security.metrics_token)")
+    if security.signature_secret and not security.max_token_age:
+        doors.append("signed tokens never expire (security.max_token_age is 0)")
     return doors
 
 
 def warn_if_exposed(host: str, settings: Settings) -> None:
-    """One warning at start when a public interface is served without authentication."""
-    if not is_public(host):
-        return
-    security = settings.raw.security
-    if security.signature_secret or security.websocket_auth != "none":
+    """One warning at start when a public interface is served with any door open."""
+    if not is_public(host) or not open_doors(settings):
         return
     log.warn(
         "listening on public interface {host} with no authentication: {doors}",
