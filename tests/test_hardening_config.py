@@ -87,3 +87,13 @@ def test_custom_socket_token_needs_signed_webhooks(tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith(f"voicews: config error: {path}: security.signature_secret: "
                                "required when websocket_auth is custom")
+
+
+@pytest.mark.parametrize("entry", ["example.com", "10.0.0.0/33", ""])
+def test_trusted_proxies_are_addresses_or_networks(tmp_path, entry):
+    path = write(tmp_path, f"trusted_proxies: ['127.0.0.1', '{entry}']\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == (
+        f"{path}: trusted_proxies[1]: expected an IP address or network, got {entry!r}"
+    )

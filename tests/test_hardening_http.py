@@ -148,3 +148,71 @@ def test_webhook_fields_are_bounded(shared, path, fields, status):
         assert b"longer than" in body or b"must be a string" in body
     shared.wait_log(f"POST {path}")  # the access line: our own line was written before it
     assert shared.log_path.stat().st_size - before < 1500
+
+
+def answer_uri(daemon, headers: dict) -> tuple[int, str | None]:
+    status, _, body = daemon.request("/webhooks/answer?uuid=h-1", None, headers)
+    if status != 200:
+        return status, None
+    ncco = json.loads(body)
+    return status, ncco[-1]["endpoint"][0]["uri"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        # Forwarded headers from a peer that is not a trusted proxy are ignored.
+        ({"X-Forwarded-Host": "evil.example.com/steal?x="}, "ws://127.0.0.1:{port}/socket"),
+        ({"X-Forwarded-Host": "evil.example.com", "X-Forwarded-Proto": "https"},
+         "ws://127.0.0.1:{port}/socket"),
+        ({"Host": "voice.example.com:8443"}, "ws://voice.example.com:8443/socket"),
+        ({"Host": "[::1]:8080"}, "ws://[::1]:8080/socket"),
+        # A Host that is not host[:port] is a 400, never an NCCO.
+        ({"Host": "evil.example.com/steal?x="}, 400),
+        ({"Host": "user@evil.example.com"}, 400),
+        ({"Host": "evil.example.com:80:80"}, 400),
+        ({"Host": "evil.example.com#x"}, 400),
+        ({"Host": "a" * 300}, 400),
+    ],
+)
+def test_host_header_validated_and_forwarded_headers_untrusted(shared, headers, expected):
+    """Item 12: Host / X-Forwarded-Host went into the NCCO unvalidated, from anyone."""
+    status, uri = answer_uri(shared, headers)
+    if expected == 400:
+        assert status == 400
+    else:
+        assert (status, uri) == (200, expected.format(port=shared.port))
+
+
+@pytest.fixture(scope="module")
+def behind_proxy(tmp_path_factory):
+    daemon = Daemon(tmp_path_factory.mktemp("proxy"),
+                    base_config(trusted_proxies=["10.0.0.0/8", "127.0.0.1"])).start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-Forwarded-Host": "voice.example.com", "X-Forwarded-Proto": "https"},
+         "wss://voice.example.com/socket"),
+        ({"X-Forwarded-Host": "voice.example.com:8443, other.example.com"},
+         "ws://voice.example.com:8443/socket"),
+        ({"X-Forwarded-Host": "evil.example.com/steal?x="}, 400),
+    ],
+)
+def test_forwarded_headers_from_a_trusted_proxy(behind_proxy, headers, expected):
+    status, uri = answer_uri(behind_proxy, headers)
+    if expected == 400:
+        assert status == 400
+    else:
+        assert (status, uri) == (200, expected)
+
+
+def test_a_bad_host_is_400_on_every_route(shared):
+    """werkzeug refused a 300-character Host itself, as a 500 with a traceback."""
+    for path in ("/health", "/metrics", "/webhooks/event", "/nowhere"):
+        status, _, body = shared.request(path, None, {"Host": "a" * 300})
+        assert (status, json.loads(body)) == (400, {"error": "Host is not a valid host[:port]"})
+    assert "BadHost" not in shared.log()

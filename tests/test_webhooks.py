@@ -27,7 +27,9 @@ def test_answer_ncco_connects_to_socket_with_call_headers(daemon):
     assert ncco[0]["eventUrl"] == [f"http://127.0.0.1:{daemon.port}/webhooks/event"]
 
 
-def test_answer_post_json_and_tls_proxy(daemon):
+def test_answer_post_json_and_tls_proxy(start_daemon):
+    # X-Forwarded-Proto counts only from a trusted proxy (here: the test, on loopback).
+    daemon = start_daemon(base_config(trusted_proxies=["127.0.0.1"]))
     body = json.dumps({"to": "4470", "from": "4471", "uuid": "U-2"}).encode()
     status, _, raw = daemon.request(
         "/webhooks/answer", data=body,

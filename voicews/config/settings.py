@@ -8,6 +8,7 @@ environment, so secrets stay out of the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class RawConfig:
 
     listen: str = "tcp:8080:interface=127.0.0.1"
     public_url: str | None = None
+    trusted_proxies: list[str] = field(default_factory=list)
     content_type: ContentType = "audio/l16;rate=16000"
     greeting: str | None = None
     pipeline_header: str = "pipeline"
@@ -263,6 +265,13 @@ def _check_references(raw: RawConfig) -> None:
         raise typed.DataError(
             "public_url", f"expected http(s)://host[:port][/path], got {raw.public_url!r}"
         )
+    for i, entry in enumerate(raw.trusted_proxies):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise typed.DataError(
+                f"trusted_proxies[{i}]", f"expected an IP address or network, got {entry!r}"
+            ) from None
     sec = raw.security
     if sec.websocket_auth == "custom" and not sec.websocket_token:
         raise typed.DataError("security.websocket_token", "required when websocket_auth is custom")

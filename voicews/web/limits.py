@@ -19,6 +19,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from voicews.runtime import metrics
+from voicews.web.origin import valid_host
 
 if TYPE_CHECKING:
     from voicews.runtime.state import Runtime
@@ -63,7 +64,27 @@ class GuardedRequest(Request):
     def process(self):
         if self._too_big:
             return  # answered 413 already; the handler must not run on a cut body
+        host = self.getHeader(b"host")
+        if host is not None and not valid_host(host.decode("latin-1")):
+            # Before routing: werkzeug's own check of a bad Host would be a 500.
+            self._refuse_bad_host()
+            return
         super().process()
+
+    def _refuse_bad_host(self) -> None:
+        reason = "Host is not a valid host[:port]"
+        log.warn(
+            "{method} {path} from {peer} refused 400: {reason}",
+            method=self.method.decode("latin-1"), path=self.path.decode("utf-8", "replace"),
+            peer=_peer(self.channel.transport), reason=reason, rejected="bad_request",
+        )
+        metrics.rejected("bad_request")
+        body = json.dumps({"error": reason}).encode()
+        self.setResponseCode(400)
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
 
     def requestReceived(self, command, path, version):  # noqa: N802
         if self._too_big:
@@ -75,12 +96,11 @@ class GuardedRequest(Request):
         self.content = _Discard()
         channel = self.channel
         transport = channel.transport
-        peer = transport.getPeer() if transport is not None else None
         log.warn(
             "{method} {path} from {peer} refused 413: {reason}",
             method=(getattr(channel, "_command", b"?") or b"?").decode("latin-1"),
             path=(getattr(channel, "_path", b"?") or b"?").decode("utf-8", "replace"),
-            peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
+            peer=_peer(transport),
             reason=reason, rejected="body_too_big",
         )
         metrics.rejected("body_too_big")
@@ -92,6 +112,11 @@ class GuardedRequest(Request):
             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         )
         transport.loseConnection()
+
+
+def _peer(transport) -> str:
+    peer = transport.getPeer() if transport is not None else None
+    return f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
 
 
 class _Discard:

@@ -23,6 +23,7 @@ from voicews.runtime.calls import CallBook
 from voicews.runtime.state import Runtime
 from voicews.web import auth
 from voicews.web.ncco import answer_ncco, fallback_ncco
+from voicews.web.origin import request_origin
 
 log = Logger(namespace="voicews.web.webhooks")
 
@@ -106,14 +107,6 @@ def _cut(value: Any, limit: int) -> str | None:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def is_secure(request: IRequest) -> bool:
-    """Whether the caller reached us over TLS, directly or through a proxy that says so."""
-    if request.isSecure():
-        return True
-    proto = auth.header(request, "x-forwarded-proto") or ""
-    return proto.split(",")[0].strip().lower() in ("https", "wss")
-
-
 def _json(request: IRequest, data: Any, code: int = 200) -> bytes:
     request.setResponseCode(code)
     request.setHeader("content-type", "application/json")
@@ -139,8 +132,10 @@ class Webhooks:
         auth.check_webhook_signature(request, self.runtime.settings)
         call = call_fields(request_fields(request))
         settings = self.runtime.settings
-        host = auth.header(request, "x-forwarded-host") or auth.header(request, "host")
-        ncco, pipeline = answer_ncco(settings, call, host, is_secure(request))
+        host, secure = (None, False) if settings.raw.public_url else request_origin(
+            request, settings
+        )
+        ncco, pipeline = answer_ncco(settings, call, host, secure)
         uuid = call.get("uuid")
         if uuid:
             self.runtime.calls.open_book(
