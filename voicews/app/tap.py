@@ -6,6 +6,7 @@ import sys
 
 from twisted.python import usage
 
+from voicews.app import fdlimit
 from voicews.config import plugins
 from voicews.config.settings import ConfigError, load_settings
 
@@ -51,6 +52,7 @@ def makeService(options: Options):  # noqa: N802 - Twisted's name
         sys.stderr.write(f"voicews: {where}: cannot listen on {listen!r}: {problem}\n")
         sys.stderr.flush()
         raise SystemExit(2)
+    fdlimit.prepare(settings)  # raise RLIMIT_NOFILE; warn when max_calls cannot fit
     runtime = Runtime(settings=settings, pm=pm, clock=reactor)
     # twistd's own options (--logfile, --nodaemon) are the parent of ours.
     observer = observer_for(settings.raw.log_format, getattr(options, "parent", None))

@@ -19,6 +19,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from voicews.runtime import metrics
+from voicews.web import fdreserve
 from voicews.web.origin import valid_host
 
 if TYPE_CHECKING:
@@ -155,6 +156,19 @@ class GuardedChannel(HTTPChannel):
     def connectionMade(self):  # noqa: N802
         super().connectionMade()
         self._arm()
+        site = self.site
+        if not site.fd_reserve_checked:
+            # The port that accepted us (tcp.Server.server, under TLS one layer down): from
+            # now on an EMFILE there answers 503.  VoicewsService may install it at listen.
+            site.fd_reserve_checked = True
+            transport, port = self.transport, None
+            for _ in range(3):
+                port = getattr(transport, "server", None)
+                if port is not None:
+                    break
+                transport = getattr(transport, "transport", None)
+            if port is not None and not fdreserve.install(port, site.reactor):
+                log.info("out-of-descriptor answers (503) are off for this kind of port")
 
     # -- answers the client does not read ------------------------------------------------
     #
@@ -258,6 +272,7 @@ class GuardedSite(Site):
 
     protocol = GuardedChannel
     requestFactory = GuardedRequest
+    fd_reserve_checked = False
 
     def __init__(self, resource, runtime: Runtime, reactor=None) -> None:
         super().__init__(resource, requestFactory=GuardedRequest, reactor=reactor)
