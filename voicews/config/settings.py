@@ -197,13 +197,21 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
         base_dir = path.resolve().parent
         if pm is None:
             pm = plugins.make_plugin_manager()
+        # The plugins this config uses, as a restart would find them: the builtins, every
+        # installed entry-point package (on SIGHUP too) and the modules and files listed.
+        try:
+            used = [*plugins.BUILTIN_PLUGINS, *plugins.register_entry_points(pm)]
+        except plugins.PluginError as exc:
+            raise ConfigError(str(exc)) from None
         for i, spec in enumerate(raw.plugins):
             try:
-                plugins.load_plugin(pm, spec, base_dir)
+                name = plugins.load_plugin(pm, spec, base_dir)
             except plugins.PluginError as exc:
                 raise typed.DataError(f"plugins[{i}]", str(exc)) from None
+            if name not in used:
+                used.append(name)
         try:
-            processors = plugins.collect_processors(pm)
+            processors = plugins.collect_processors(pm, only=used)
         except plugins.PluginError as exc:
             raise typed.DataError("plugins", str(exc)) from None
         pipelines = {
