@@ -68,7 +68,7 @@ def check_webhook_signature(request: IRequest, settings: Settings) -> None:
             signed = request.content.read()
             request.content.seek(0)
     else:  # Vonage hashes a GET webhook's query parameters, so they cannot be swapped
-        signed = vonage_jwt.query_payload(request.uri.partition(b"?")[2].decode("latin-1"))
+        signed = vonage_jwt.query_payload(request.uri.partition(b"?")[2].decode("utf-8", "replace"))
     try:
         token = vonage_jwt.bearer(header(request, "authorization"))
         vonage_jwt.verify_token(
