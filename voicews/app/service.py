@@ -24,6 +24,7 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from voicews.app import fdlimit
 from voicews.call.fastpath import self_check
 from voicews.call.protocol import CallFactory
 from voicews.call.watchdog import INTERVAL, CallWatchdog
@@ -31,6 +32,7 @@ from voicews.config import plugins
 from voicews.config.settings import ConfigError, load_settings
 from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
+from voicews.web import fdreserve
 from voicews.web.auth import warn_if_exposed
 from voicews.web.limits import GuardedSite
 from voicews.web.site import Root
@@ -101,6 +103,7 @@ class VoicewsService(service.MultiService):
             pipelines=", ".join(sorted(self.runtime.settings.pipelines)),
         )
         warn_if_exposed(str(host), self.runtime.settings)
+        fdreserve.install(port, self.reactor)
         return port
 
     # -- signals ------------------------------------------------------------------------
@@ -129,6 +132,7 @@ class VoicewsService(service.MultiService):
             log.error("reload refused, old config stays in force: {error}", error=str(exc))
             return False
         self.runtime.use(settings, pm)
+        fdlimit.warn_if_short(settings)  # max_calls may have changed
         log.info(
             "reloaded {path}: pipelines {pipelines}", path=str(path),
             pipelines=", ".join(sorted(settings.pipelines)),
