@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from voicews.app import fdlimit
+from voicews.app.stalls import StallWatch
 from voicews.call.fastpath import self_check
 from voicews.call.protocol import CallFactory
 from voicews.call.watchdog import INTERVAL, CallWatchdog
@@ -65,6 +66,7 @@ class VoicewsService(service.MultiService):
         timer = TimerService(INTERVAL, self.watchdog.tick)
         timer.clock = reactor
         timer.setServiceParent(self)
+        StallWatch(reactor, runtime.settings.raw.limits.stall_seconds).setServiceParent(self)
         self.plugin_services = service.MultiService()
         metrics.watch_calls(runtime.calls)
         self._previous_signals: dict[int, Any] = {}

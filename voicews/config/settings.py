@@ -62,6 +62,19 @@ class Limits:
     """Seconds a call's steps get to finish closing (flush a transcript, write a file)."""
     worker_threads: int = 4
     """Threads for ``session.run_in_thread`` work, shared by every call."""
+    max_unsent_bytes: int = 512 * 1024
+    """Output a call socket may have waiting for a peer that does not read (beyond
+    Twisted's own 64 KB buffer and the kernel's); past it the connection is dropped."""
+    max_burst_seconds: float = 10.0
+    """How far a caller's audio may run ahead of real time (a burst after a network
+    hiccup); a call sustaining more is closed (1008)."""
+    text_per_second: float = 10.0
+    """Text messages (DTMF, notify...) a call may send per second, sustained."""
+    text_burst: int = 50
+    """Text messages a call may send at once before ``text_per_second`` applies."""
+    stall_seconds: float = 0.25
+    """A reactor turn longer than this (a processor blocking every call) is logged,
+    naming the call and step that ran, and counted."""
 
 
 @dataclass(frozen=True)
@@ -303,6 +316,7 @@ def _check_references(raw: RawConfig) -> None:
             "so unsigned answer webhooks would give it to anyone)",
         )
     for name in ("max_calls", "first_message_bytes", "max_message_bytes", "max_body_bytes",
-                 "worker_threads"):
+                 "worker_threads", "max_unsent_bytes", "max_burst_seconds", "text_per_second",
+                 "text_burst", "stall_seconds"):
         if getattr(raw.limits, name) <= 0:
             raise typed.DataError(f"limits.{name}", "must be greater than 0")
