@@ -293,6 +293,20 @@ class FailureTests(EngineCase):
         assert light and abs(light[0].start - 13.5) < 0.4, caller.finals
         assert caller.finals[-1].end <= 21.05
 
+    @defer.inlineCallbacks
+    def test_stop_flushes_open_streams_and_the_workers_exit(self):
+        logged = Logged(self)
+        engine = yield self.engine(workers=1)
+        caller = Caller(engine, 16000, clip(16000, 0, 3.0))
+        yield caller.feed()
+        worker = caller.stream.worker
+        yield engine.stop()
+        assert [t.text for t in caller.finals][0].startswith("it was the best"), caller.results
+        assert caller.stream.ended and not caller.errors and worker.dead
+        assert not logged.matching("ended ({why})")  # a stop is not a death
+        with pytest.raises(TranscriberBusy):
+            engine.open(16000, lambda t: None)
+
     def test_a_worker_that_cannot_start_fails_start_with_its_reason(self):
         self.patch(ps_engine, "WORKER", str(SPEECH / "no-such-worker.py"))
         engine = PocketSphinx(PocketSphinxOptions(workers=1))

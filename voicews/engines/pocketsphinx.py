@@ -313,7 +313,9 @@ class _Worker(ProcessProtocol):
         self.pid = self.process.pid
 
     def send(self, kind: Kind, sid: int, payload: bytes = b"") -> None:
-        if not self.dead:
+        """Write a frame, unless the worker's stdin is gone (it died, or it is flushing its
+        streams to stop: their finals still come)."""
+        if not self.dead and not self.stopping:
             self.process.write(wire.pack(kind, sid, payload))
 
     def ask_stats(self) -> Deferred[dict[str, Any]]:
