@@ -17,6 +17,7 @@ once per file version, and a long decode never stalls other calls' frames).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -86,9 +87,13 @@ def check_body(action: str, body: Any) -> dict[str, Any]:
     return body
 
 
+_UUID = re.compile(rf"[A-Za-z0-9._:@+-]{{1,{MAX_UUID}}}")
+
+
 def check_uuid(uuid: str) -> None:
-    if not uuid or len(uuid) > MAX_UUID:
-        raise Refusal(400, f"a call uuid is 1 to {MAX_UUID} characters")
+    """Refusal(400) unless `uuid` looks like a call uuid (so logs and Redis keys stay sane)."""
+    if not _UUID.fullmatch(uuid):
+        raise Refusal(400, f"a call uuid is 1 to {MAX_UUID} of A-Z a-z 0-9 . _ : @ + -")
 
 
 def prompt_path(folder: Path | None, given: str) -> Path:

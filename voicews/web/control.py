@@ -29,7 +29,6 @@ from voicews.runtime import metrics
 from voicews.web import auth
 from voicews.web.actions import (
     BODIES,
-    MAX_UUID,
     CallActions,
     Refusal,
     check_body,
@@ -102,19 +101,28 @@ class ControlApi:
     @app.route("/<string:uuid>", methods=["GET"])
     async def one_call(self, request: IRequest, uuid: str) -> bytes:
         self._allow(request)
+        try:
+            check_uuid(uuid)
+        except Refusal as exc:
+            return self._answer(request, "info", ascii(uuid[:40]), exc.status,
+                                {"error": exc.reason})
         status, body = await self._route(uuid, "info", {})
         return self._answer(request, "info", uuid, status, body)
 
     @app.route("/<string:uuid>/<string:action>", methods=["POST"])
     async def act(self, request: IRequest, uuid: str, action: str) -> bytes:
         self._allow(request)
+        label = action if action in BODIES else "unknown"  # bounded label values
         try:
             check_uuid(uuid)
+        except Refusal as exc:
+            return self._answer(request, label, ascii(uuid[:40]), exc.status,
+                                {"error": exc.reason})
+        try:
             body = check_body(action, _json_body(request))
         except Refusal as exc:
-            label = action if action in BODIES else "unknown"  # bounded label values
-            return self._answer(request, label, uuid[:MAX_UUID], exc.status,
-                                {"error": exc.reason, "uuid": uuid[:MAX_UUID]})
+            return self._answer(request, label, uuid, exc.status,
+                                {"error": exc.reason, "uuid": uuid})
         status, answer = await self._route(uuid, action, body)
         return self._answer(request, action, uuid, status, answer)
 
@@ -137,9 +145,12 @@ class ControlApi:
         metrics.CONTROL_ACTIONS.labels(action=action, result=result).inc()
         worker = body.get("worker", self.runtime.worker)
         detail = f"worker={worker}" if status < 300 else body.get("error", "")
-        level = log.warn if status >= 500 else log.info
-        level("control {action} uuid={uuid} -> {status} {detail}", action=action, uuid=uuid,
-              status=status, result=result, detail=detail, peer=_peer(request))
+        target = f" uuid={uuid}" if uuid is not None else ""
+        # 503/504 are Redis's or another worker's trouble, logged once per outage by the
+        # cluster link: each request that meets it is an info line, like any other.
+        level = log.warn if status == 500 else log.info
+        level("control {action}{target} -> {status} {detail}", action=action, target=target,
+              uuid=uuid, status=status, result=result, detail=detail, peer=_peer(request))
         request.setResponseCode(status)
         request.setHeader("content-type", "application/json")
         request.setHeader("cache-control", "no-store")
@@ -149,9 +160,10 @@ class ControlApi:
         """The cluster's handler: an action another worker routed here (logged here too)."""
 
         def logged(reply: tuple[int, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
-            log.info("control {action} uuid={uuid} routed here -> {status} {detail}",
+            error = reply[1].get("error")
+            log.info("control {action} uuid={uuid} routed here -> {status}{detail}",
                      action=action, uuid=uuid, status=reply[0],
-                     detail=reply[1].get("error", ""), routed=True)
+                     detail=f" {error}" if error else "", routed=True)
             return reply
 
         return self.actions.handle(uuid, action, body).addCallback(logged)
