@@ -160,8 +160,8 @@ def test_systemd_listen_without_a_socket_is_one_clear_error(tmp_path):
     daemon = Daemon(tmp_path, base_config(), listen=SYSTEMD_LISTEN).start(wait=False)
     assert daemon.proc.wait(20) == 2
     log = daemon.log()
-    assert "voicews: cannot listen on 'systemd:domain=INET:index=0': no such socket was " \
-        "handed over" in log
+    assert "voicews: --listen: cannot listen on 'systemd:domain=INET:index=0': no such " \
+        "socket was handed over" in log
     assert "Traceback" not in log
 
 

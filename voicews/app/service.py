@@ -26,6 +26,8 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from voicews.app import fdlimit
+from voicews.app.stalls import StallWatch
 from voicews.call.fastpath import self_check
 from voicews.call.protocol import CallFactory
 from voicews.call.watchdog import INTERVAL, CallWatchdog
@@ -33,6 +35,7 @@ from voicews.config import plugins
 from voicews.config.settings import ConfigError, load_settings
 from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
+from voicews.web import fdreserve
 from voicews.web.auth import warn_if_exposed
 from voicews.web.control import ControlApi
 from voicews.web.limits import GuardedSite
@@ -66,6 +69,7 @@ class VoicewsService(service.MultiService):
         timer = TimerService(INTERVAL, self.watchdog.tick)
         timer.clock = reactor
         timer.setServiceParent(self)
+        StallWatch(reactor, runtime.settings.raw.limits.stall_seconds).setServiceParent(self)
         self.cluster = _cluster_link(runtime, self.root.control, reactor)
         if self.cluster is not None:
             self.cluster.setServiceParent(self)
@@ -107,6 +111,7 @@ class VoicewsService(service.MultiService):
             pipelines=", ".join(sorted(self.runtime.settings.pipelines)),
         )
         warn_if_exposed(str(host), self.runtime.settings)
+        fdreserve.install(port, self.reactor)
         return port
 
     # -- signals ------------------------------------------------------------------------
@@ -137,6 +142,7 @@ class VoicewsService(service.MultiService):
         if settings.raw.cluster != self.runtime.settings.raw.cluster:
             log.warn("reload: the cluster section changed; it takes effect at the next start")
         self.runtime.use(settings, pm)
+        fdlimit.warn_if_short(settings)  # max_calls may have changed
         log.info(
             "reloaded {path}: pipelines {pipelines}", path=str(path),
             pipelines=", ".join(sorted(settings.pipelines)),

@@ -6,6 +6,7 @@ import sys
 
 from twisted.python import usage
 
+from voicews.app import fdlimit
 from voicews.config import plugins
 from voicews.config.settings import ConfigError, load_settings
 
@@ -46,9 +47,12 @@ def makeService(options: Options):  # noqa: N802 - Twisted's name
     listen = options["listen"] or settings.raw.listen
     problem = check_listen(reactor, listen)
     if problem:
-        sys.stderr.write(f"voicews: cannot listen on {listen!r}: {problem}\n")
+        # Name where the value came from, as every other config error does.
+        where = "--listen" if options["listen"] else f"config error: {settings.path}: listen"
+        sys.stderr.write(f"voicews: {where}: cannot listen on {listen!r}: {problem}\n")
         sys.stderr.flush()
         raise SystemExit(2)
+    fdlimit.prepare(settings)  # raise RLIMIT_NOFILE; warn when max_calls cannot fit
     runtime = Runtime(settings=settings, pm=pm, clock=reactor)
     # twistd's own options (--logfile, --nodaemon) are the parent of ours.
     observer = observer_for(settings.raw.log_format, getattr(options, "parent", None))

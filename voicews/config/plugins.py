@@ -41,7 +41,25 @@ def make_plugin_manager() -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     for name in BUILTIN_PLUGINS:
         register_plugin(pm, importlib.import_module(name), name)
+    register_entry_points(pm)
+    return pm
+
+
+def entry_points() -> dict[str, str]:
+    """Installed packages' ``voicews`` entry points as they are now: name -> module."""
+    importlib.invalidate_caches()  # a package pip installed since start is seen too
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group="voicews")}
+
+
+def register_entry_points(pm: pluggy.PluginManager) -> list[str]:
+    """Register every installed entry-point plugin not registered yet; all their names.
+
+    At start and again at each config load (SIGHUP), so a reload sees the packages a
+    restart would: the same processors, the same conflicts, the same errors.
+    """
+    names = []
     for entry_point in importlib.metadata.entry_points(group="voicews"):
+        names.append(entry_point.name)
         # Like pluggy's load_setuptools_entrypoints, but a failure names the plugin.
         if pm.get_plugin(entry_point.name) is not None:
             continue
@@ -53,7 +71,18 @@ def make_plugin_manager() -> pluggy.PluginManager:
                 f"import: {type(exc).__name__}: {_one_line(exc)}"
             ) from exc
         register_plugin(pm, module, entry_point.name)
-    return pm
+    return names
+
+
+def plugin_origin(name: str, entry: dict[str, str] | None = None) -> str:
+    """Where a registered plugin comes from, as a user would look for it."""
+    if name in BUILTIN_PLUGINS:
+        return f"builtin plugin {name!r}"
+    if name.startswith(FILE_PLUGIN_PREFIX):
+        return f"plugin file {plugin_label(name)!r} (listed in plugins)"
+    if entry is not None and name in entry:
+        return f"entry-point plugin {name!r} ({entry[name]}, an installed package)"
+    return f"plugin module {name!r} (listed in plugins)"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -124,19 +153,33 @@ def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: Path) -> str:
     return name
 
 
-def collect_processors(pm: pluggy.PluginManager) -> dict[str, type[Processor]]:
+def collect_processors(
+    pm: pluggy.PluginManager, only: list[str] | None = None
+) -> dict[str, type[Processor]]:
     """Ask every plugin for its processors; refuse duplicates and non-processors.
 
-    Each plugin's hook is called on its own, in registration order (builtins
-    first), so that any mistake is reported against the plugin that made it.
+    Each plugin's hook is called on its own, in the order of `only` (builtins, installed
+    packages, then the config's list; registration order without it), so that any
+    mistake is reported against the plugin that made it, and the same way at start and
+    on SIGHUP.  A name defined twice is refused whoever defines it, naming where each
+    definition comes from.  `only` also leaves out plugins an earlier config listed and
+    the current one does not.
     """
     found: dict[str, tuple[type[Processor], str]] = {}
-    for impl in pm.hook.register_processors.get_hookimpls():
-        if impl.hookwrapper or impl.wrapper:
-            continue  # a wrapper around registration has nothing of its own to register
+    entry = entry_points()
+    impls = [
+        impl for impl in pm.hook.register_processors.get_hookimpls()
+        # A wrapper around registration has nothing of its own to register.
+        if not (impl.hookwrapper or impl.wrapper)
+        and (only is None or impl.plugin_name in only)
+    ]
+    if only is not None:
+        impls.sort(key=lambda impl: only.index(impl.plugin_name))
+    for impl in impls:
         label = plugin_label(impl.plugin_name)
+        origin = plugin_origin(impl.plugin_name, entry)
 
-        def register(cls: type, label: str = label) -> None:
+        def register(cls: type, label: str = label, origin: str = origin) -> None:
             if not (isinstance(cls, type) and issubclass(cls, Processor)):
                 raise PluginError(f"plugin {label!r} registered {cls!r}, which is not a Processor")
             if not cls.name or not isinstance(cls.name, str):
@@ -144,12 +187,11 @@ def collect_processors(pm: pluggy.PluginManager) -> dict[str, type[Processor]]:
             if cls.name in found:
                 other = found[cls.name][1]
                 raise PluginError(
-                    f"plugin {label!r}: processor name {cls.name!r} is already defined by "
-                    f"plugin {other!r}"
-                    if other != label
+                    f"{origin}: processor name {cls.name!r} is already defined by {other}"
+                    if other != origin
                     else f"plugin {label!r}: processor name {cls.name!r} defined twice"
                 )
-            found[cls.name] = (cls, label)
+            found[cls.name] = (cls, origin)
 
         try:
             impl.function(**{arg: register for arg in impl.argnames})  # as pluggy would

@@ -8,6 +8,7 @@ environment, so secrets stay out of the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -61,6 +62,19 @@ class Limits:
     """Seconds a call's steps get to finish closing (flush a transcript, write a file)."""
     worker_threads: int = 4
     """Threads for ``session.run_in_thread`` work, shared by every call."""
+    max_unsent_bytes: int = 512 * 1024
+    """Output a call socket may have waiting for a peer that does not read (beyond
+    Twisted's own 64 KB buffer and the kernel's); past it the connection is dropped."""
+    max_burst_seconds: float = 10.0
+    """How far a caller's audio may run ahead of real time (a burst after a network
+    hiccup); a call sustaining more is closed (1008)."""
+    text_per_second: float = 10.0
+    """Text messages (DTMF, notify...) a call may send per second, sustained."""
+    text_burst: int = 50
+    """Text messages a call may send at once before ``text_per_second`` applies."""
+    stall_seconds: float = 0.25
+    """A reactor turn longer than this (a processor blocking every call) is logged,
+    naming the call and step that ran, and counted."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,7 @@ class RawConfig:
 
     listen: str = "tcp:8080:interface=127.0.0.1"
     public_url: str | None = None
+    trusted_proxies: list[str] = field(default_factory=list)
     content_type: ContentType = "audio/l16;rate=16000"
     greeting: str | None = None
     pipeline_header: str = "pipeline"
@@ -138,6 +153,50 @@ class Settings:
         return self.raw.default_pipeline
 
 
+class DuplicateKey(Exception):
+    """A mapping in config.yaml names the same key twice; `key` is its dotted path."""
+
+    def __init__(self, key: str, line: int, first: int) -> None:
+        super().__init__(f"{key}: duplicate key (line {line}; first given on line {first})")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    Plain PyYAML keeps the last value silently, so a snippet pasted below a key
+    the file already has would replace it without a word.  The check walks the
+    composed node tree (which still knows lines) before constructing anything.
+    """
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, "")
+        return self.construct_document(node)
+
+
+def _check_unique_keys(node: yaml.Node, key: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, Any], int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges, it does not repeat a key
+                ident = (key_node.tag, key_node.value)
+                path = typed._join(key, key_node.value)
+                line = key_node.start_mark.line + 1
+                if ident in seen:
+                    raise DuplicateKey(path, line, seen[ident])
+                seen[ident] = line
+                _check_unique_keys(value_node, path)
+            else:
+                _check_unique_keys(value_node, key)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, typed._join(key, i))
+
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -177,7 +236,9 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read config file: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKey as exc:
+        raise ConfigError(f"{shown}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -188,13 +249,21 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
         base_dir = path.resolve().parent
         if pm is None:
             pm = plugins.make_plugin_manager()
+        # The plugins this config uses, as a restart would find them: the builtins, every
+        # installed entry-point package (on SIGHUP too) and the modules and files listed.
+        try:
+            used = [*plugins.BUILTIN_PLUGINS, *plugins.register_entry_points(pm)]
+        except plugins.PluginError as exc:
+            raise ConfigError(str(exc)) from None
         for i, spec in enumerate(raw.plugins):
             try:
-                plugins.load_plugin(pm, spec, base_dir)
+                name = plugins.load_plugin(pm, spec, base_dir)
             except plugins.PluginError as exc:
                 raise typed.DataError(f"plugins[{i}]", str(exc)) from None
+            if name not in used:
+                used.append(name)
         try:
-            processors = plugins.collect_processors(pm)
+            processors = plugins.collect_processors(pm, only=used)
         except plugins.PluginError as exc:
             raise typed.DataError("plugins", str(exc)) from None
         pipelines = {
@@ -286,12 +355,27 @@ def _check_references(raw: RawConfig) -> None:
         raise typed.DataError(
             "public_url", f"expected http(s)://host[:port][/path], got {raw.public_url!r}"
         )
+    for i, entry in enumerate(raw.trusted_proxies):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise typed.DataError(
+                f"trusted_proxies[{i}]", f"expected an IP address or network, got {entry!r}"
+            ) from None
     sec = raw.security
     if sec.websocket_auth == "custom" and not sec.websocket_token:
         raise typed.DataError("security.websocket_token", "required when websocket_auth is custom")
     if sec.websocket_auth == "vonage" and not sec.signature_secret:
         raise typed.DataError("security.signature_secret", "required when websocket_auth is vonage")
+    if sec.websocket_auth == "custom" and not sec.signature_secret:
+        # The token goes out in the answer NCCO: unsigned, anyone could ask for it.
+        raise typed.DataError(
+            "security.signature_secret",
+            "required when websocket_auth is custom (the answer NCCO carries websocket_token, "
+            "so unsigned answer webhooks would give it to anyone)",
+        )
     for name in ("max_calls", "first_message_bytes", "max_message_bytes", "max_body_bytes",
-                 "worker_threads"):
+                 "worker_threads", "max_unsent_bytes", "max_burst_seconds", "text_per_second",
+                 "text_burst", "stall_seconds"):
         if getattr(raw.limits, name) <= 0:
             raise typed.DataError(f"limits.{name}", "must be greater than 0")

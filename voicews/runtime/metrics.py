@@ -93,6 +93,11 @@ PROCESSING = Histogram(
     buckets=(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2e-2),
     registry=REGISTRY,
 )
+REACTOR_STALLS = Counter(
+    "voicews_reactor_stalls",
+    "Reactor turns longer than limits.stall_seconds (every call's audio waited)",
+    registry=REGISTRY,
+)
 PROCESSING_SAMPLE = 16
 """Time one inbound frame in this many: 3 observations a second per call, not 50."""
 

@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "host:port, or ws://host:port to change the scheme too")
     parser.add_argument("--to", default=CallSpec.to, help="called number")
     parser.add_argument("--from", dest="from_", default=CallSpec.from_, help="caller's number")
-    parser.add_argument("--content-type", default=DEFAULT_CONTENT_TYPE,
-                        help="with a socket URL: the call's audio/l16;rate=N")
+    parser.add_argument("--content-type", default=None,
+                        help="with a socket URL: the call's audio/l16;rate=N "
+                        f"(default {DEFAULT_CONTENT_TYPE})")
     parser.add_argument("--header", metavar="KEY=VALUE", type=_header, action="append",
                         default=[], help="with a socket URL: a first-message header, e.g. "
                         "pipeline=echo (repeatable)")
@@ -117,11 +118,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     direct = args.url.startswith(("ws://", "wss://"))
     if not direct and not args.url.startswith(("http://", "https://")):
         parser.exit(2, f"voicews-call: {args.url!r} is not an http(s):// or ws(s):// URL\n")
+    if not direct:  # the NCCO decides these: a value given here would be ignored
+        for option, given in (("--header", args.header), ("--content-type", args.content_type)):
+            if given:
+                parser.exit(2, f"voicews-call: {option} applies to a socket URL (ws:// or "
+                            "wss://) only; with an answer URL the NCCO sets the headers and "
+                            "the content type\n")
     specs = [
         CallSpec(
             answer_url="" if direct else args.url,
             socket_uri=args.url if direct else None,
-            content_type=args.content_type, headers=dict(args.header),
+            content_type=args.content_type or DEFAULT_CONTENT_TYPE, headers=dict(args.header),
             play=play, play_rate=play_rate, seconds=args.seconds, dtmf=list(args.dtmf),
             fast=args.fast, method=args.method, signature_secret=args.signature_secret,
             event_url=args.event_url, ws_host=args.ws_host, to=args.to, from_=args.from_,

@@ -28,6 +28,7 @@ class Root:
 
     def __init__(self, runtime: Runtime, factory: CallFactory) -> None:
         self.runtime = runtime
+        self.factory = factory
         self.socket = WebSocketResource(factory)
         self.webhooks = Webhooks(runtime)
         self.control = ControlApi(runtime)
@@ -55,6 +56,7 @@ class Root:
                 "version": __version__,
                 "active_calls": len(runtime.calls),
                 "pipelines": sorted(runtime.settings.pipelines),
+                "fast_path": self.factory.fast_path,
             },
         )
 
