@@ -17,6 +17,7 @@ import pytest
 
 from voicews.audio import files
 from voicews.audio.samples import db_to_factor, saturate
+from voicews.config.settings import ConfigError, load_settings
 from voicews.simulator import CallResult, simulate_socket
 
 from audio_checks import peak_frequency, write_tone
@@ -216,6 +217,8 @@ def test_unknown_calls_and_actions_are_404_and_bad_bodies_400(daemon):
     assert api(daemon, "POST", "/calls/nobody/hangup", {})[0] == 404
     status, answer = api(daemon, "POST", "/calls/nobody/dance", {})
     assert status == 404 and "unknown action 'dance'" in answer["error"]
+    assert api(daemon, "GET", "/calls/a%20b")[0] == 400  # uuids are plain: logs stay sane
+    assert api(daemon, "POST", "/calls/" + "x" * 129 + "/clear", {})[0] == 400
     for body, reason in [
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "must be a JSON object"),
@@ -251,3 +254,32 @@ def test_a_path_never_leaves_the_prompts_folder(daemon):
     assert api(daemon, "POST", "/calls/paths/hangup")[0] == 200
     result = call.end()
     assert result.close_code == 1000 and not result.received.any()  # nothing was played
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("control: {prompts: nowhere}\n", "control.prompts: no such folder: "),
+    ("control: {prompts: config.yaml}\n", "control.prompts: no such folder: "),
+    ("cluster: {redis: 'http://x:6379'}\n", "cluster.redis: 'http://x:6379': the scheme must"),
+    ("cluster: {redis: 'redis://h/zero'}\n", "cluster.redis: 'redis://h/zero': the path must"),
+    ("cluster: {redis: 'redis://h', refresh: 6}\n",
+     "cluster: refresh must be positive and shorter than ttl"),
+    ("cluster: {redis: 'redis://h', request_timeout: 0}\n",
+     "cluster: timeouts and retry delays must be positive"),
+    ("cluster: {redis: 'redis://h', colour: red}\n", "cluster.colour: unknown key"),
+])
+def test_control_and_cluster_config_mistakes_name_the_key(tmp_path, text, expected):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value).startswith(f"{path}: {expected}"), str(info.value)
+
+
+def test_the_prompts_folder_is_relative_to_the_config_file(tmp_path):
+    (tmp_path / "voice").mkdir()
+    path = tmp_path / "config.yaml"
+    path.write_text("control: {prompts: voice}\n")
+    assert load_settings(path).prompts == (tmp_path / "voice").resolve()
+    path.write_text("")
+    settings = load_settings(path)
+    assert settings.prompts is None and settings.raw.cluster.redis is None
