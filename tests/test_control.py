@@ -193,6 +193,19 @@ def test_notify_goes_to_vonage_and_comes_back_as_an_event(daemon):
         "event notify uuid=mark")
 
 
+def test_a_burst_of_notifies_is_paced_so_vonages_answers_never_close_the_call(daemon):
+    call = Live(daemon, "burst", seconds=2.0)
+    statuses = [api(daemon, "POST", "/calls/burst/notify", {"payload": {"n": n}})[0]
+                for n in range(60)]
+    assert statuses.count(200) < 40 and set(statuses[:20]) == {200}  # burst 25, 5/s after
+    status, answer = api(daemon, "POST", "/calls/burst/clear")
+    assert status == 429 and "at most 5 a second" in answer["error"]
+    result = call.end()
+    assert result.ok and (result.close_code, result.closed_by) == (1000, "simulator")
+    answered = [e for e in result.events_sent if e["event"] == "websocket:notify"]
+    assert len(answered) == statuses.count(200)
+
+
 def test_no_token_wrong_token_and_other_schemes_are_refused(daemon):
     before = daemon.metric_or_zero("voicews_rejected_total", 'reason="control_auth"')
     status, _, body = daemon.request("/calls")
