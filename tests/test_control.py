@@ -296,3 +296,31 @@ def test_the_prompts_folder_is_relative_to_the_config_file(tmp_path):
     path.write_text("")
     settings = load_settings(path)
     assert settings.prompts is None and settings.raw.cluster.redis is None
+
+
+def test_without_a_cluster_section_no_redis_client_is_ever_imported(tmp_path):
+    """The default is one process and no Redis: the service, the control API and the
+    config loader leave voicews.cluster (and txredisapi) alone."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = tmp_path / "config.yaml"
+    path.write_text("security: {control_token: x}\n")
+    code = (
+        "import sys\n"
+        "from twisted.internet import reactor\n"
+        "from voicews.app.service import VoicewsService\n"
+        "from voicews.config.settings import load_settings\n"
+        "from voicews.config.plugins import make_plugin_manager\n"
+        "from voicews.runtime.state import Runtime\n"
+        f"settings = load_settings({str(path)!r})\n"
+        "service = VoicewsService(Runtime(settings, make_plugin_manager(), reactor),\n"
+        "                         'tcp:0:interface=127.0.0.1', reactor)\n"
+        "assert service.cluster is None and service.root.control.cluster is None\n"
+        "print(sorted(m for m in sys.modules if 'redis' in m or 'voicews.cluster' in m))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
