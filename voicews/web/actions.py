@@ -134,6 +134,11 @@ def _load_prompt(folder: Path | None, given: str) -> files.Prompt:
                       ) from None
 
 
+def _actionable(record: CallRecord) -> bool:
+    """Its first message chose a pipeline, and it is not ending."""
+    return record.pipeline is not None and not record.ending and not record.pipeline.closed
+
+
 class CallActions:
     """This worker's live calls: their descriptions, and the actions on them."""
 
@@ -147,9 +152,7 @@ class CallActions:
     def find(self, uuid: str) -> CallRecord | None:
         """The live call `uuid` on this worker (one that is not ending), or None."""
         record = self.runtime.calls.find(uuid)
-        if record is None or record.pipeline is None or record.ending or record.pipeline.closed:
-            return None
-        return record
+        return record if record is not None and _actionable(record) else None
 
     def describe(self, record: CallRecord) -> dict[str, Any]:
         assert record.pipeline is not None
@@ -165,7 +168,7 @@ class CallActions:
     def local_calls(self) -> list[dict[str, Any]]:
         """Every live call here that has a uuid (the ones an action can name)."""
         return [self.describe(record) for record in self.runtime.calls
-                if record.uuid is not None and self.find(record.uuid) is record]
+                if record.uuid is not None and _actionable(record)]
 
     def handle(self, uuid: str, action: str, body: dict[str, Any]) -> defer.Deferred[Reply]:
         """Do `action` on local call `uuid`; fires with (status, body), never fails."""
