@@ -1,8 +1,10 @@
 """The daemon as a Twisted service: listen, watch calls, reload on SIGHUP, drain on stop.
 
 A ``MultiService`` of Twisted's own parts: a ``StreamServerEndpointService`` for
-the one port (webhooks and the call socket on one Site) and a ``TimerService``
-for the call watchdog; plugins' ``services`` run beside them.  ``stopService``
+the one port (webhooks, the control API and the call socket on one Site), a
+``TimerService`` for the call watchdog and, with ``cluster.redis``, the
+ClusterLink that makes the workers' control APIs act as one; plugins'
+``services`` run beside them.  ``stopService``
 returns a Deferred that fires once live calls have ended (their steps closed)
 or ``drain_timeout`` has passed, then stops plugin services and runs the
 ``stop`` hooks, so twistd waits for the goodbye before exiting.
@@ -35,6 +37,7 @@ from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
 from voicews.web import fdreserve
 from voicews.web.auth import warn_if_exposed
+from voicews.web.control import ControlApi
 from voicews.web.limits import GuardedSite
 from voicews.web.site import Root
 
@@ -67,6 +70,9 @@ class VoicewsService(service.MultiService):
         timer.clock = reactor
         timer.setServiceParent(self)
         StallWatch(reactor, runtime.settings.raw.limits.stall_seconds).setServiceParent(self)
+        self.cluster = _cluster_link(runtime, self.root.control, reactor)
+        if self.cluster is not None:
+            self.cluster.setServiceParent(self)
         self.plugin_services = service.MultiService()
         metrics.watch_calls(runtime.calls)
         self._previous_signals: dict[int, Any] = {}
@@ -133,6 +139,8 @@ class VoicewsService(service.MultiService):
         except (ConfigError, plugins.PluginError) as exc:
             log.error("reload refused, old config stays in force: {error}", error=str(exc))
             return False
+        if settings.raw.cluster != self.runtime.settings.raw.cluster:
+            log.warn("reload: the cluster section changed; it takes effect at the next start")
         self.runtime.use(settings, pm)
         fdlimit.warn_if_short(settings)  # max_calls may have changed
         log.info(
@@ -213,6 +221,25 @@ class VoicewsService(service.MultiService):
             log.warn("{what} still busy after drain_timeout; stopping anyway", what=what)
 
         return _within(d, timeout, self.reactor).addErrback(late)
+
+
+def _cluster_link(runtime: Runtime, control: ControlApi, reactor: Any) -> Any:
+    """With ``cluster.redis``: the ClusterLink that lists and routes control actions between
+    workers (one Redis), wired to the control API's own action code.  Else None, and
+    voicews.cluster (txredisapi) is never imported."""
+    conf = runtime.settings.raw.cluster
+    if conf.redis is None:
+        return None
+    from voicews.cluster import ClusterLink, ClusterOptions
+
+    options = ClusterOptions(prefix=conf.prefix, refresh=conf.refresh, ttl=conf.ttl,
+                             request_timeout=conf.request_timeout)
+    link = ClusterLink(conf.redis, runtime.worker, reactor, control.actions.local_calls,
+                       control.serve_remote, options, reactor=reactor)
+    control.cluster = link
+    control.actions.changed = link.refresh_now  # a switch changed a call's pipeline
+    runtime.call_watchers.append(link.refresh_now)  # a call started or ended
+    return link
 
 
 @implementer(IStreamServerEndpoint)

@@ -78,6 +78,31 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Control:
+    """The control API (``/calls``, behind ``security.control_token``)."""
+
+    prompts: str | None = None
+    """The folder ``POST /calls/{uuid}/play`` plays files from (relative to this file);
+    no path from a request reaches the file system outside it.  Unset: /play is off."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Many workers, one API: the Redis that links them (voicews.cluster).  Unset: no Redis."""
+
+    redis: str | None = None
+    """``redis://[user:password@]host[:port][/db]`` (``rediss://`` for TLS)."""
+    prefix: str = "voicews:"
+    """Prefix of every key and channel, so several voicews deployments can share a Redis."""
+    refresh: float = 2.0
+    """Seconds between a worker's registrations of its live calls."""
+    ttl: float = 6.0
+    """A registration's lifetime: a killed worker's calls vanish this long after it died."""
+    request_timeout: float = 5.0
+    """Seconds an action routed to another worker may take before answering 504."""
+
+
+@dataclass(frozen=True)
 class RawConfig:
     """config.yaml as written, type-checked; pipelines not yet resolved."""
 
@@ -98,6 +123,8 @@ class RawConfig:
     false: autobahn's and Twisted's public path for every call."""
     security: Security = field(default_factory=Security)
     limits: Limits = field(default_factory=Limits)
+    control: Control = field(default_factory=Control)
+    cluster: Cluster = field(default_factory=Cluster)
 
 
 @dataclass(frozen=True)
@@ -107,6 +134,8 @@ class Settings:
     path: Path
     raw: RawConfig
     pipelines: dict[str, PipelineSpec]
+    prompts: Path | None = None
+    """``control.prompts`` resolved: an existing folder, or None (no /play)."""
 
     @property
     def rate(self) -> int:
@@ -242,9 +271,39 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
             for name, steps in raw.pipelines.items()
         }
         _check_references(raw)
+        _check_cluster(raw.cluster)
+        prompts = _prompts_folder(raw.control, base_dir)
     except typed.DataError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
-    return Settings(path=path, raw=raw, pipelines=pipelines)
+    return Settings(path=path, raw=raw, pipelines=pipelines, prompts=prompts)
+
+
+def _prompts_folder(control: Control, base_dir: Path) -> Path | None:
+    if control.prompts is None:
+        return None
+    folder = Path(control.prompts).expanduser()
+    folder = (folder if folder.is_absolute() else base_dir / folder).resolve()
+    if not folder.is_dir():
+        raise typed.DataError("control.prompts", f"no such folder: {folder}")
+    return folder
+
+
+def _check_cluster(cluster: Cluster) -> None:
+    """A bad Redis URL or timing stops the start; voicews.cluster is imported only when used
+    (it brings txredisapi, which binds the installed reactor)."""
+    if cluster.redis is None:
+        return
+    from voicews.cluster import ClusterOptions, parse_redis_url
+
+    try:
+        parse_redis_url(cluster.redis)
+    except ValueError as exc:
+        raise typed.DataError("cluster.redis", str(exc)) from None
+    try:
+        ClusterOptions(prefix=cluster.prefix, refresh=cluster.refresh, ttl=cluster.ttl,
+                       request_timeout=cluster.request_timeout)
+    except ValueError as exc:
+        raise typed.DataError("cluster", str(exc).removeprefix("cluster: ")) from None
 
 
 def _resolve_pipeline(

@@ -81,6 +81,12 @@ FRAMES_DROPPED = Counter(
 REJECTED = Counter(
     "voicews_rejected", "Requests and sockets refused, by reason", ["reason"], registry=REGISTRY
 )
+CONTROL_ACTIONS = Counter(
+    "voicews_control_actions",
+    "Control API requests (/calls), by action and result",
+    ["action", "result"],
+    registry=REGISTRY,
+)
 PROCESSING = Histogram(
     "voicews_processing_seconds",
     "Pipeline time per inbound frame (one frame in PROCESSING_SAMPLE is timed)",

@@ -49,6 +49,10 @@ class Runtime:
         """This process's name among workers (``host:pid``)."""
         self.sinks: list[EventSink] = []
         """Where call events go besides the steps: HTTP callbacks, ``/events`` streams."""
+        self.call_watchers: list[Callable[[], None]] = []
+        """Told when a call has started or ended, after the plugins' hooks (the cluster link
+        registers the live calls again).  At an end the record is still in ``calls`` until
+        the reactor turn is over, so a watcher schedules its work rather than reading now."""
         self._threads: ThreadPool | None = None
         self._http: Any = None
         self._http_pool: Any = None
@@ -81,9 +85,20 @@ class Runtime:
 
     def _call_started(self, session: Session) -> None:
         self.pm.hook.call_started(session=session)
+        self._calls_changed()
 
     def _call_ended(self, session: Session, outcome: str) -> None:
-        self.pm.hook.call_ended(session=session, outcome=outcome)
+        try:
+            self.pm.hook.call_ended(session=session, outcome=outcome)
+        finally:
+            self._calls_changed()
+
+    def _calls_changed(self) -> None:
+        for watcher in self.call_watchers:
+            try:
+                watcher()
+            except Exception:
+                log.failure("a call watcher raised")
 
     def publish(self, info: CallInfo, event: Event) -> None:
         """One call event to every sink (each bounded by itself: none may block)."""

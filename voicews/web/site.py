@@ -1,9 +1,9 @@
 """The daemon's one HTTP resource tree: everything that answers on the port.
 
 Each concern is its own Klein app, mounted here under its path: Vonage's
-webhooks (``/webhooks/``), and beside them ``/health``, ``/metrics`` and the
-door to the call socket (``/socket``).  A new concern adds its module and one
-route here.
+webhooks (``/webhooks/``), the control API (``/calls``), and beside them
+``/health``, ``/metrics`` and the door to the call socket (``/socket``).  A new
+concern adds its module and one route here.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from voicews.call.protocol import CallFactory
 from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
 from voicews.web import auth
+from voicews.web.control import ControlApi
 from voicews.web.webhooks import Webhooks, json_response
 
 
@@ -30,6 +31,7 @@ class Root:
         self.factory = factory
         self.socket = WebSocketResource(factory)
         self.webhooks = Webhooks(runtime)
+        self.control = ControlApi(runtime)
 
     @app.handle_errors(auth.Refused)
     def refused(self, request: IRequest, failure) -> bytes:
@@ -39,6 +41,10 @@ class Root:
     @app.route("/webhooks/", branch=True)
     def webhooks_branch(self, request: IRequest):
         return self.webhooks.app.resource()
+
+    @app.route("/calls", branch=True)
+    def control_branch(self, request: IRequest):
+        return self.control.app.resource()
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
