@@ -193,17 +193,17 @@ def test_notify_goes_to_vonage_and_comes_back_as_an_event(daemon):
         "event notify uuid=mark")
 
 
-def test_a_burst_of_notifies_is_paced_so_vonages_answers_never_close_the_call(daemon):
+def test_vonages_answers_to_a_burst_of_notifies_never_close_the_call(daemon):
+    """Each notify is answered by an event on the socket; answers to our own commands do
+    not count against the call's text limit (50 at once, 10 a second)."""
     call = Live(daemon, "burst", seconds=2.0)
     statuses = [api(daemon, "POST", "/calls/burst/notify", {"payload": {"n": n}})[0]
-                for n in range(60)]
-    assert statuses.count(200) < 40 and set(statuses[:20]) == {200}  # burst 25, 5/s after
-    status, answer = api(daemon, "POST", "/calls/burst/clear")
-    assert status == 429 and "at most 5 a second" in answer["error"]
+                for n in range(300)]
+    assert set(statuses) == {200}
     result = call.end()
     assert result.ok and (result.close_code, result.closed_by) == (1000, "simulator")
     answered = [e for e in result.events_sent if e["event"] == "websocket:notify"]
-    assert len(answered) == statuses.count(200)
+    assert len(answered) == 300
 
 
 def test_no_token_wrong_token_and_other_schemes_are_refused(daemon):

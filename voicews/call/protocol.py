@@ -42,6 +42,9 @@ log = Logger(namespace="voicews.call")
 
 UNKNOWN_EVENTS_LOGGED = 3
 """Unknown events logged per call; the rest are ignored silently (a flood must not fill logs)."""
+ANSWERS = frozenset({"notify", "cleared"})
+"""Events with which Vonage answers our commands: they do not count against the text limit."""
+MAX_AWAITED = 10_000
 SHOWN_CHARS = 200
 """Client data in a log line is cut to this many characters."""
 
@@ -69,6 +72,7 @@ class CallProtocol(FastPathProtocol):
     _text_tokens = 0.0
     _text_checked = 0.0
     _unknown_logged = 0
+    _awaited = 0  # Vonage's answers owed to our own clear/notify commands
 
     def onConnect(self, request):  # noqa: N802 - autobahn's name
         self._peer = request.peer
@@ -169,9 +173,11 @@ class CallProtocol(FastPathProtocol):
         pipeline.start()
 
     def _event(self, pipeline: Pipeline, payload: bytes) -> None:
-        if not self._text_allowed():
-            raise ProtocolError(CLOSE_POLICY, "too many text messages")
         kind, data = parse_event(payload)
+        if kind in ANSWERS and self._awaited:
+            self._awaited -= 1  # Vonage answering a command of ours: not the caller's doing
+        elif not self._text_allowed():
+            raise ProtocolError(CLOSE_POLICY, "too many text messages")
         uuid = pipeline.info.uuid
         if kind not in KNOWN_EVENTS:
             self._unknown_logged += 1
@@ -251,6 +257,8 @@ class CallProtocol(FastPathProtocol):
     # -- the pipeline's CallLink ----------------------------------------------------------
 
     def send_text(self, message: str) -> None:
+        # Every command we send (clear, notify) is answered by one event (cleared, notify).
+        self._awaited = min(self._awaited + 1, MAX_AWAITED)
         self.sendMessage(message.encode("utf-8"), isBinary=False)
 
     def hangup(self, code: int, reason: str, outcome: str) -> None:

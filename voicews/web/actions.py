@@ -18,7 +18,6 @@ once per file version, and a long decode never stalls other calls' frames).
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -144,8 +143,6 @@ class CallActions:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._answers: weakref.WeakKeyDictionary[CallRecord, tuple[float, float]] = (
-            weakref.WeakKeyDictionary())  # per call: (tokens, when) of the bucket below
         self.changed: Callable[[], None] = lambda: None
         """Called when a call's description changed (its pipeline): the cluster relists."""
 
@@ -193,7 +190,6 @@ class CallActions:
         session = record.pipeline.session
         done = {"uuid": uuid, "action": action, "worker": self.runtime.worker}
         if action in ("clear", "notify"):
-            self._pace(record)
             if action == "clear":
                 session.clear()
             else:
@@ -205,21 +201,6 @@ class CallActions:
         elif action == "pipeline":
             return self._switch(record, body["name"], done)
         return 200, done
-
-    def _pace(self, record: CallRecord) -> None:
-        """Refusal(429) past half the call's text limit: Vonage answers every clear and
-        notify with an event on the socket, and a call sending more than
-        ``limits.text_per_second`` (burst ``text_burst``) events is closed (1008)."""
-        limits = self.runtime.settings.raw.limits
-        burst, rate = limits.text_burst / 2, limits.text_per_second / 2
-        now = self.runtime.clock.seconds()
-        tokens, when = self._answers.get(record, (burst, now))
-        tokens = min(burst, tokens + (now - when) * rate)
-        if tokens < 1:
-            raise Refusal(429, f"too many clear/notify requests for this call (at most "
-                               f"{rate:g} a second): Vonage answers each with an event, and "
-                               f"the call's own limit on events would close it")
-        self._answers[record] = (tokens - 1, now)
 
     def _live(self, uuid: str) -> CallRecord:
         record = self.find(uuid)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = Logger(namespace="voicews.web.control")
 
 RESULTS = {200: "ok", 400: "bad_request", 404: "not_found", 409: "conflict",
-           429: "too_many", 500: "error", 503: "unavailable", 504: "timeout"}
+           500: "error", 503: "unavailable", 504: "timeout"}
 OFF = ("the control API is off: set security.control_token in config.yaml (the shipped "
        "config reads it from VOICEWS_CONTROL_TOKEN) to turn it on")
 
