@@ -30,6 +30,7 @@ from voicews.call.watchdog import INTERVAL, CallWatchdog
 from voicews.config import plugins
 from voicews.config.settings import ConfigError, load_settings
 from voicews.runtime import metrics
+from voicews.runtime.callbacks import EventCallbacks
 from voicews.runtime.state import Runtime
 from voicews.web.auth import warn_if_exposed
 from voicews.web.limits import GuardedSite
@@ -63,6 +64,7 @@ class VoicewsService(service.MultiService):
         timer = TimerService(INTERVAL, self.watchdog.tick)
         timer.clock = reactor
         timer.setServiceParent(self)
+        EventCallbacks(runtime).setServiceParent(self)  # stopped after the calls: flushes
         self.plugin_services = service.MultiService()
         metrics.watch_calls(runtime.calls)
         self._previous_signals: dict[int, Any] = {}

@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from voicews.config.settings import Settings
 from voicews.pipeline.services import CallServices
 from voicews.runtime.calls import CallRegistry
+from voicews.runtime.events import EventBus
 
 if TYPE_CHECKING:
     from voicews.pipeline.events import Event
@@ -31,6 +32,17 @@ if TYPE_CHECKING:
 log = Logger(namespace="voicews.runtime")
 
 EventSink = Callable[["CallInfo", "Event"], None]
+
+
+def _quiet_factory() -> Any:
+    """Twisted's HTTP client factory without its two log lines per connection (a dead
+    callback URL would otherwise log twice per retry)."""
+    from twisted.web.client import _HTTP11ClientFactory
+
+    class Quiet(_HTTP11ClientFactory):
+        noisy = False
+
+    return Quiet
 
 
 class Runtime:
@@ -49,6 +61,9 @@ class Runtime:
         """This process's name among workers (``host:pid``)."""
         self.sinks: list[EventSink] = []
         """Where call events go besides the steps: HTTP callbacks, ``/events`` streams."""
+        self.events = EventBus()
+        """Call events as the application gets them (see voicews/runtime/events.py)."""
+        self.sinks.append(self.events.publish)
         self._threads: ThreadPool | None = None
         self._http: Any = None
         self._http_pool: Any = None
@@ -104,11 +119,12 @@ class Runtime:
     def http(self) -> Any:
         """The shared treq HTTPClient (persistent connections), made on first use."""
         if self._http is None:
-            import treq
+            from treq.client import HTTPClient
             from twisted.web.client import Agent, HTTPConnectionPool
 
-            pool = self._http_pool = HTTPConnectionPool(self.clock, persistent=True)  # type: ignore[arg-type]
-            self._http = treq.HTTPClient(Agent(self.clock, pool=pool))  # type: ignore[arg-type]
+            pool = self._http_pool = HTTPConnectionPool(self.clock, persistent=True)
+            pool._factory = _quiet_factory()
+            self._http = HTTPClient(Agent(self.clock, pool=pool))
         return self._http
 
     def stop(self) -> defer.Deferred[None]:
@@ -118,5 +134,5 @@ class Runtime:
             self._threads = None
         if self._http_pool is not None:
             pool, self._http_pool, self._http = self._http_pool, None, None
-            return pool.closeCachedConnections()  # type: ignore[no-any-return]
+            return pool.closeCachedConnections()
         return defer.succeed(None)

@@ -17,6 +17,7 @@ from voicews.call.protocol import CallFactory
 from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
 from voicews.web import auth
+from voicews.web.events import EventStreams
 from voicews.web.webhooks import Webhooks, json_response
 
 
@@ -29,6 +30,7 @@ class Root:
         self.runtime = runtime
         self.socket = WebSocketResource(factory)
         self.webhooks = Webhooks(runtime)
+        self.events = EventStreams(runtime)
 
     @app.handle_errors(auth.Refused)
     def refused(self, request: IRequest, failure) -> bytes:
@@ -38,6 +40,10 @@ class Root:
     @app.route("/webhooks/", branch=True)
     def webhooks_branch(self, request: IRequest):
         return self.webhooks.app.resource()
+
+    @app.route("/events", branch=True)
+    def events_branch(self, request: IRequest):
+        return self.events.app.resource()
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
