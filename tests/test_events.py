@@ -24,7 +24,7 @@ import pytest
 
 from voicews import CallInfo, Event
 from voicews.config.settings import ConfigError, load_settings
-from voicews.runtime.events import EventBus
+from voicews.runtime.events import AppEvent, EventBus
 from voicews.simulator import CallSpec, simulate, simulate_many
 from voicews.vonage.tokens import verify_token
 
@@ -422,6 +422,7 @@ def test_an_oversized_event_reaches_the_app_without_its_data():
     assert big["data"]["bytes"] > 100_000 and len(got[0].text) < 1000
     assert (played["kind"], played["data"]) == ("played", {"payload": {"m": 1}})
     assert own["kind"] == "notify"
+    assert AppEvent.from_record(big).text == got[0].text  # what a cluster link would hand back
 
 
 # -- config ----------------------------------------------------------------------------------

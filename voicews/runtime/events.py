@@ -9,8 +9,11 @@ the same bytes and none of them can be surprised by data a plugin put in an even
 The bus has one door in and one door out, which is where a cluster link will
 attach: :meth:`EventBus.publish` (a call event of this process) and
 :meth:`EventBus.deliver` (a record ready to hand out, e.g. one from another
-worker), and :meth:`EventBus.subscribe` for consumers.  Subscribers are called
-synchronously and must only queue (each bounds its own queue).
+worker, through :meth:`AppEvent.from_record`), and :meth:`EventBus.subscribe` for
+consumers.  Subscribers are called synchronously and must only queue (each bounds
+its own queue).  A bridge would pass this process's events on from ``publish`` and
+``deliver`` other workers' events to the ``/events`` streams only: each worker posts
+its own calls' events to the callback URL.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ class AppEvent:
 
     record: dict[str, Any]
     text: str
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> AppEvent:
+        """A record from elsewhere (another worker, over a cluster link), made safe again."""
+        record = json_safe(record)
+        return cls(record, _dumps(record))
 
     @property
     def uuid(self) -> str | None:

@@ -159,7 +159,7 @@ class _Stream:
         self._stall = None
         log.info("/events client {peer} read nothing for {timeout:g} s: disconnected",
                  peer=_peer(self.request), timeout=self.timeout)
-        transport = getattr(self.request.channel, "transport", None)
+        transport = getattr(self.request.channel, "transport", None)  # before _end
         self._end()
         if transport is not None:
             transport.abortConnection()
@@ -179,7 +179,8 @@ class _Stream:
         lost = self.pending.clear()
         if lost:
             metrics.EVENTS_DROPPED.labels(sink="stream", reason="closed").inc(lost)
-        self.request.unregisterProducer()
+        if self.request.channel is not None:  # None once the connection is gone
+            self.request.unregisterProducer()
         if finish and not self.done.called:
             self.done.callback(None)  # Klein finishes the response
 
