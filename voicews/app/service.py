@@ -34,6 +34,7 @@ from voicews.call.watchdog import INTERVAL, CallWatchdog
 from voicews.config import plugins
 from voicews.config.settings import ConfigError, load_settings
 from voicews.runtime import metrics
+from voicews.runtime.callbacks import EventCallbacks
 from voicews.runtime.state import Runtime
 from voicews.web import fdreserve
 from voicews.web.auth import warn_if_exposed
@@ -73,6 +74,7 @@ class VoicewsService(service.MultiService):
         self.cluster = _cluster_link(runtime, self.root.control, reactor)
         if self.cluster is not None:
             self.cluster.setServiceParent(self)
+        EventCallbacks(runtime).setServiceParent(self)  # stopped after the calls: flushes
         self.plugin_services = service.MultiService()
         metrics.watch_calls(runtime.calls)
         self._previous_signals: dict[int, Any] = {}

@@ -103,6 +103,43 @@ class Cluster:
 
 
 @dataclass(frozen=True)
+class Events:
+    """Call events to the application: HTTP callbacks (when ``url`` is set) and ``/events``.
+
+    Every queue is bounded: a slow or dead application loses events (counted in
+    ``voicews_events_dropped_total``), never the calls' audio or the daemon's memory.
+    """
+
+    url: str | None = None
+    """Where callbacks are POSTed (http or https); unset: no callbacks."""
+    batch_size: int = 50
+    """Events per POST at most (the body is always a JSON array of records)."""
+    batch_delay: float = 0.0
+    """Seconds to wait for more events before a POST; 0 posts at once, and events that
+    arrive while a POST is in flight go together in the next one."""
+    timeout: float = 5.0
+    """Seconds for one POST, from connecting to the end of the response."""
+    retries: int = 5
+    """Further tries of a batch after a 5xx, 408, 429, a timeout or a refused connection."""
+    backoff: float = 0.5
+    """Seconds before the first retry; doubled for each next one, up to ``max_backoff``."""
+    max_backoff: float = 30.0
+    connections: int = 2
+    """POSTs in flight at once; one call's events always take the same one, in order."""
+    max_queue: int = 10000
+    """Events waiting to be posted (in flight included), split evenly over connections."""
+    max_queue_bytes: int = 16 * 1024 * 1024
+    """The same bound in bytes of JSON."""
+    stream_queue: int = 1000
+    """Events an ``/events`` client that is not keeping up may have waiting."""
+    stream_queue_bytes: int = 1024 * 1024
+    stream_timeout: float = 30.0
+    """Seconds an ``/events`` client may leave its data unread before it is disconnected."""
+    keepalive: float = 15.0
+    """Seconds between ``/events`` keep-alive comments (so proxies keep the stream open)."""
+
+
+@dataclass(frozen=True)
 class RawConfig:
     """config.yaml as written, type-checked; pipelines not yet resolved."""
 
@@ -122,6 +159,7 @@ class RawConfig:
     """Read and send call frames on voicews's fast path (see voicews/call/fastpath.py);
     false: autobahn's and Twisted's public path for every call."""
     security: Security = field(default_factory=Security)
+    events: Events = field(default_factory=Events)
     limits: Limits = field(default_factory=Limits)
     control: Control = field(default_factory=Control)
     cluster: Cluster = field(default_factory=Cluster)
@@ -374,8 +412,25 @@ def _check_references(raw: RawConfig) -> None:
             "required when websocket_auth is custom (the answer NCCO carries websocket_token, "
             "so unsigned answer webhooks would give it to anyone)",
         )
+    _check_events(raw.events)
     for name in ("max_calls", "first_message_bytes", "max_message_bytes", "max_body_bytes",
                  "worker_threads", "max_unsent_bytes", "max_burst_seconds", "text_per_second",
                  "text_burst", "stall_seconds"):
         if getattr(raw.limits, name) <= 0:
             raise typed.DataError(f"limits.{name}", "must be greater than 0")
+
+
+def _check_events(events: Events) -> None:
+    if events.url is not None and not re.match(r"^https?://[^/\s]+", events.url):
+        raise typed.DataError("events.url", f"expected http(s)://host[:port][/path], got "
+                              f"{events.url!r}")
+    for name in ("batch_size", "connections", "max_queue", "max_queue_bytes", "stream_queue",
+                 "stream_queue_bytes", "timeout", "backoff", "max_backoff", "stream_timeout",
+                 "keepalive"):
+        if getattr(events, name) <= 0:
+            raise typed.DataError(f"events.{name}", "must be greater than 0")
+    for name in ("retries", "batch_delay"):
+        if getattr(events, name) < 0:
+            raise typed.DataError(f"events.{name}", "must not be negative")
+    if events.max_queue < events.connections:
+        raise typed.DataError("events.max_queue", "must be at least events.connections")

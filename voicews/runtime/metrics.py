@@ -87,6 +87,29 @@ CONTROL_ACTIONS = Counter(
     ["action", "result"],
     registry=REGISTRY,
 )
+EVENTS = Counter(
+    "voicews_events", "Call events published to the application (callbacks, /events)",
+    registry=REGISTRY,
+)
+EVENTS_DELIVERED = Counter(
+    "voicews_events_delivered", "Call events the application's callback URL accepted (2xx)",
+    registry=REGISTRY,
+)
+EVENTS_DROPPED = Counter(
+    "voicews_events_dropped",
+    "Call events lost: sink callback (reason queue_full, failed, rejected, stopped) or "
+    "stream (reason slow_client, closed)",
+    ["sink", "reason"], registry=REGISTRY,
+)
+EVENT_POSTS = Counter(
+    "voicews_event_posts", "Callback POSTs by result (ok, retry, rejected)", ["result"],
+    registry=REGISTRY,
+)
+EVENTS_QUEUED = Gauge(
+    "voicews_events_queued", "Call events waiting for the callback URL (in flight included)",
+    registry=REGISTRY,
+)
+EVENT_STREAMS = Gauge("voicews_event_streams", "Open /events streams", registry=REGISTRY)
 PROCESSING = Histogram(
     "voicews_processing_seconds",
     "Pipeline time per inbound frame (one frame in PROCESSING_SAMPLE is timed)",

@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from voicews.config.settings import Settings
 from voicews.pipeline.services import CallServices
 from voicews.runtime.calls import CallRegistry
+from voicews.runtime.events import EventBus
 
 if TYPE_CHECKING:
     from voicews.pipeline.events import Event
@@ -53,6 +54,9 @@ class Runtime:
         """Told when a call has started or ended, after the plugins' hooks (the cluster link
         registers the live calls again).  At an end the record is still in ``calls`` until
         the reactor turn is over, so a watcher schedules its work rather than reading now."""
+        self.events = EventBus()
+        """Call events as the application gets them (see voicews/runtime/events.py)."""
+        self.sinks.append(self.events.publish)
         self._threads: ThreadPool | None = None
         self._http: Any = None
         self._http_pool: Any = None
@@ -119,11 +123,11 @@ class Runtime:
     def http(self) -> Any:
         """The shared treq HTTPClient (persistent connections), made on first use."""
         if self._http is None:
-            import treq
+            from treq.client import HTTPClient
             from twisted.web.client import Agent, HTTPConnectionPool
 
-            pool = self._http_pool = HTTPConnectionPool(self.clock, persistent=True)  # type: ignore[arg-type]
-            self._http = treq.HTTPClient(Agent(self.clock, pool=pool))  # type: ignore[arg-type]
+            pool = self._http_pool = HTTPConnectionPool(self.clock, persistent=True)
+            self._http = HTTPClient(Agent(self.clock, pool=pool))
         return self._http
 
     def stop(self) -> defer.Deferred[None]:
@@ -133,5 +137,5 @@ class Runtime:
             self._threads = None
         if self._http_pool is not None:
             pool, self._http_pool, self._http = self._http_pool, None, None
-            return pool.closeCachedConnections()  # type: ignore[no-any-return]
+            return pool.closeCachedConnections()
         return defer.succeed(None)

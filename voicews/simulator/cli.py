@@ -14,7 +14,8 @@ from pathlib import Path
 from voicews import __version__
 from voicews.audio.files import read_audio, write_wav
 from voicews.simulator.call import simulate_calls
-from voicews.simulator.spec import DEFAULT_CONTENT_TYPE, DTMF_DIGITS, CallSpec
+from voicews.simulator.events import describe
+from voicews.simulator.spec import DEFAULT_CONTENT_TYPE, DTMF_DIGITS, CallResult, CallSpec
 
 # -- command line --------------------------------------------------------------------------
 
@@ -90,10 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--header", metavar="KEY=VALUE", type=_header, action="append",
                         default=[], help="with a socket URL: a first-message header, e.g. "
                         "pipeline=echo (repeatable)")
+    parser.add_argument("--events", action="store_true",
+                        help="print the call's events as they happen (transcripts, speech "
+                        "on/off, barge-in, dtmf), from the daemon's /events stream")
+    parser.add_argument("--events-url", metavar="URL",
+                        help="the daemon's /events (default: beside the call's socket)")
+    parser.add_argument("--control-token", metavar="TOKEN",
+                        default=os.environ.get("VOICEWS_CONTROL_TOKEN") or None,
+                        help="the daemon's security.control_token, for --events "
+                        "(default: $VOICEWS_CONTROL_TOKEN, as the daemon reads it)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="only the summary lines")
     parser.add_argument("--version", action="version", version=f"voicews-call {__version__}")
     return parser
+
+
+def _print_event(result: CallResult, record: dict) -> None:
+    print(f"{result.label}: {describe(record)}", flush=True)
 
 
 def _record_path(path: str, index: int, calls: int) -> Path:
@@ -133,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fast=args.fast, method=args.method, signature_secret=args.signature_secret,
             event_url=args.event_url, ws_host=args.ws_host, to=args.to, from_=args.from_,
             label=f"call {i}" if args.calls > 1 else "call",
+            events=args.events or bool(args.events_url), events_url=args.events_url,
+            control_token=args.control_token, on_event=_print_event,
         )
         for i in range(1, args.calls + 1)
     ]

@@ -18,6 +18,7 @@ from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
 from voicews.web import auth
 from voicews.web.control import ControlApi
+from voicews.web.events import EventStreams
 from voicews.web.webhooks import Webhooks, json_response
 
 
@@ -32,6 +33,7 @@ class Root:
         self.socket = WebSocketResource(factory)
         self.webhooks = Webhooks(runtime)
         self.control = ControlApi(runtime)
+        self.events = EventStreams(runtime)
 
     @app.handle_errors(auth.Refused)
     def refused(self, request: IRequest, failure) -> bytes:
@@ -45,6 +47,9 @@ class Root:
     @app.route("/calls", branch=True)
     def control_branch(self, request: IRequest):
         return self.control.app.resource()
+    @app.route("/events", branch=True)
+    def events_branch(self, request: IRequest):
+        return self.events.app.resource()
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
