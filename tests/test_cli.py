@@ -242,3 +242,23 @@ def test_init_plugin_names_everything_after_the_processor(capsys, tmp_path):
     assert (tmp_path / "pkg" / "tests" / "test_noise_gate.py").is_file()
     code, _, err = voicews(capsys, "init", "--plugin", "Noise_Gate")
     assert code == 1 and "is not a plugin name" in err
+
+
+# -- the daemon's choice ----------------------------------------------------------------
+
+
+def test_c_wins_over_the_working_directory_s_config_and_the_first_line_says_so(tmp_path):
+    from conftest import Daemon
+
+    (tmp_path / "chosen.yaml").write_text(yaml.safe_dump(
+        {"pipelines": {"chosen": ["echo"]}, "default_pipeline": "chosen"}))
+    daemon = Daemon(tmp_path, {"pipelines": {"decoy": ["echo"]}, "default_pipeline": "decoy"})
+    daemon.config_path = Path("chosen.yaml")  # relative to the working directory, as typed
+    daemon.start()
+    try:
+        first = daemon.log().splitlines()[0]
+        assert first.endswith(f"[voicews.tap#info] voicews {__version__} using config "
+                              f"{tmp_path / 'chosen.yaml'} (-c)")
+        daemon.wait_log("with pipelines chosen\n")
+    finally:
+        assert daemon.stop() == 0

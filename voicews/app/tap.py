@@ -91,8 +91,8 @@ def makeService(options: Options):  # noqa: N802 - Twisted's name
         sys.stderr.flush()
         raise SystemExit(2) from None
     # Logged before twistd starts logging: its buffer puts this line first.
-    log.info("voicews {version} using config {path} ({why})", version=__version__,
-             path=str(choice.path.resolve()), why=choice.why)
+    log.info("voicews {version} using config {config} ({chosen_by})", version=__version__,
+             config=str(choice.path.resolve()), chosen_by=choice.why)
     from voicews.app.logs import observer_for
 
     listen = options["listen"] or settings.raw.listen
