@@ -45,8 +45,8 @@ def config(plugin: str | None) -> dict:
 
 
 def message(plugin) -> str:
-    return (f"plugin file '{plugin}' (listed in plugins): processor name 'invert' is already "
-            "defined by entry-point plugin 'demo' (voicews_ep_demo, an installed package)")
+    return (f"plugin file {plugin}: processor name 'invert' is already defined by plugin "
+            "entry point demo = voicews_ep_demo (package voicews-ep-demo 0.1)")
 
 
 def inverts(daemon) -> bool:

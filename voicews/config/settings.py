@@ -35,13 +35,22 @@ class Security:
     """Who may talk to us: signed webhooks and socket handshake authorization."""
 
     signature_secret: str | None = None
+    """Vonage's signature secret (from the dashboard).  When set, every webhook must carry
+    a valid signed JWT; keep it in the environment: ``${VONAGE_SIGNATURE_SECRET:-}``."""
     websocket_auth: Literal["none", "vonage", "custom"] = "none"
+    """Socket handshake authorization: none, vonage (a JWT signed with
+    ``signature_secret``, which is then required) or custom (``websocket_token``)."""
     websocket_token: str | None = None
+    """With ``websocket_auth: custom``, the Authorization value Vonage must send (set it in
+    the NCCO's websocket headers); bare or as a Bearer token."""
     metrics_token: str | None = None
+    """When set, /metrics needs ``Authorization: Bearer <metrics_token>`` (401/403 otherwise)."""
     control_token: str | None = None
     """Bearer token for the application's side: the control API (/calls), the event
     stream (/events) and the console.  Unset: those are off (refused)."""
     max_token_age: float = 300.0
+    """Signed tokens (webhooks, a ``vonage`` socket handshake) issued longer ago than this
+    many seconds are refused, so a captured request cannot be replayed; 0 turns it off."""
 
 
 @dataclass(frozen=True)
@@ -49,15 +58,25 @@ class Limits:
     """Bounds that keep one caller or stray client from hurting the others."""
 
     max_calls: int = 1000
+    """Sockets beyond this many live calls are refused (HTTP 503)."""
     first_message_bytes: int = 4096
+    """The first JSON message's maximum size, in bytes."""
     max_message_bytes: int = 8 * 960
+    """Any later message's maximum size, in bytes (8 frames at 24 kHz)."""
     max_body_bytes: int = 64 * 1024
+    """Webhook request bodies' maximum size, in bytes."""
     handshake_timeout: float = 5.0
+    """Seconds to receive a whole HTTP request or socket handshake."""
     first_message_timeout: float = 5.0
+    """Seconds from the socket handshake to the first message."""
     idle_timeout: float = 30.0
+    """Close a call that sends no frame for this many seconds (1008)."""
     max_call_seconds: float = 7200.0
+    """Close a call after this many seconds (1000)."""
     max_lead_seconds: float = 1.0
+    """How far, in seconds, output may run ahead of real time."""
     max_buffer_seconds: float = 60.0
+    """Seconds of output that may wait beyond ``max_lead_seconds``; past it frames are dropped."""
     close_timeout: float = 5.0
     """Seconds a call's steps get to finish closing (flush a transcript, write a file)."""
     worker_threads: int = 4
@@ -124,6 +143,7 @@ class Events:
     backoff: float = 0.5
     """Seconds before the first retry; doubled for each next one, up to ``max_backoff``."""
     max_backoff: float = 30.0
+    """The longest wait between two tries of a batch, in seconds."""
     connections: int = 2
     """POSTs in flight at once; one call's events always take the same one, in order."""
     max_queue: int = 10000
@@ -133,6 +153,7 @@ class Events:
     stream_queue: int = 1000
     """Events an ``/events`` client that is not keeping up may have waiting."""
     stream_queue_bytes: int = 1024 * 1024
+    """The same bound in bytes of JSON."""
     stream_timeout: float = 30.0
     """Seconds an ``/events`` client may leave its data unread before it is disconnected."""
     keepalive: float = 15.0
@@ -144,25 +165,51 @@ class RawConfig:
     """config.yaml as written, type-checked; pipelines not yet resolved."""
 
     listen: str = "tcp:8080:interface=127.0.0.1"
+    """Where to listen: a Twisted endpoint string (``tcp:8080:interface=127.0.0.1``,
+    ``tcp:8080``, ``ssl:8443:privateKey=key.pem:certKey=cert.pem``,
+    ``systemd:domain=INET:index=0``); ``twistd voicews --listen`` overrides it."""
     public_url: str | None = None
+    """The public base URL Vonage reaches us at (``https://voice.example.com``); the answer
+    NCCO then points Vonage at ``wss://<host>/socket``.  Unset: the socket URL is built
+    from the answer request's Host (``wss://`` over TLS, or with X-Forwarded-Proto: https
+    from a trusted proxy)."""
     trusted_proxies: list[str] = field(default_factory=list)
+    """Addresses or networks (CIDR) of proxies whose X-Forwarded-Host / -Proto headers are
+    believed; empty: none are."""
     content_type: ContentType = "audio/l16;rate=16000"
+    """The audio format the answer NCCO asks Vonage to stream."""
     greeting: str | None = None
+    """Spoken to the caller by Vonage's text-to-speech before the socket connects."""
     pipeline_header: str = "pipeline"
+    """The key, in the NCCO's websocket headers and so in the socket's first message, whose
+    value names the call's pipeline."""
     default_pipeline: str = "echo"
+    """The pipeline used when no number-specific one applies and when a socket's first
+    message has no pipeline key."""
     numbers: dict[str, str] = field(default_factory=dict)
+    """Called number (the answer webhook's ``to``) to pipeline name; a leading + is ignored."""
     pipelines: dict[str, list[Any]] = field(default_factory=lambda: {"echo": ["echo"]})
+    """Pipeline name to its steps, run in order on every 20 ms frame.  A step is a processor
+    name (``- echo``) or a one-key mapping with its parameters (``- gain: {db: 6}``)."""
     plugins: list[str] = field(default_factory=list)
+    """Extra processor plugins: module names, or ``.py`` files relative to config.yaml."""
     drain_timeout: float = 10.0
+    """Seconds live calls get to end after SIGTERM before they are dropped."""
     log_format: Literal["text", "json"] = "text"
+    """Log lines as text, or json (one JSON object per line, for log shippers)."""
     fast_path: bool = True
     """Read and send call frames on voicews's fast path (see voicews/call/fastpath.py);
     false: autobahn's and Twisted's public path for every call."""
     security: Security = field(default_factory=Security)
-    events: Events = field(default_factory=Events)
+    """Who may talk to the daemon (see below)."""
     limits: Limits = field(default_factory=Limits)
+    """Bounds on calls, messages and time (see below)."""
+    events: Events = field(default_factory=Events)
+    """Call events to the application: HTTP callbacks and the /events stream (see below)."""
     control: Control = field(default_factory=Control)
+    """The control API (see below)."""
     cluster: Cluster = field(default_factory=Cluster)
+    """Several workers acting as one through Redis (see below)."""
 
 
 @dataclass(frozen=True)

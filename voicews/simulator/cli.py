@@ -49,9 +49,9 @@ def _positive(kind):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "voicews-call") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="voicews-call",
+        prog=prog,
         description="Play the Vonage side of a call against an answer URL (or a socket "
         "URL): stream a sound file, send DTMF, record what comes back.",
         epilog="Exit status: 0 when every call completed cleanly, 1 otherwise, 2 on bad "
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $VOICEWS_CONTROL_TOKEN, as the daemon reads it)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="only the summary lines")
-    parser.add_argument("--version", action="version", version=f"voicews-call {__version__}")
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
     return parser
 
 
@@ -115,9 +115,9 @@ def _record_path(path: str, index: int, calls: int) -> Path:
     return p if calls == 1 else p.with_name(f"{p.stem}-{index}{p.suffix or '.wav'}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``voicews-call`` console script; returns the exit status."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "voicews-call") -> int:
+    """The ``voicews-call`` console script (and ``voicews call``); returns the exit status."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     # PyJWT warns about short HMAC keys; the secret is whatever the daemon was given.
     warnings.filterwarnings("ignore", message="The HMAC key is")
