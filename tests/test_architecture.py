@@ -106,8 +106,11 @@ def test_builtin_processors_use_only_the_public_plugin_api():
 def test_nothing_imports_the_simulator_and_it_imports_only_audio_and_vonage():
     g = graph()
     simulator = {"voicews.simulator", *g.find_descendants("voicews.simulator")}
+    # `voicews call` is the simulator's command line, run by the `voicews` command.
+    allowed_users = {"voicews.app.cli": {"voicews.simulator.cli"}}
     for module in g.modules - simulator:
-        assert not (g.find_modules_directly_imported_by(module) & simulator), module
+        used = g.find_modules_directly_imported_by(module) & simulator
+        assert used <= allowed_users.get(module, set()), (module, used)
     allowed = ("voicews.simulator", "voicews.audio", "voicews.vonage")
     for module in simulator:
         for imported in g.find_modules_directly_imported_by(module):

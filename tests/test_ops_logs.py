@@ -33,7 +33,9 @@ def test_json_log_format_writes_one_json_object_per_line_with_fields(start_daemo
     records = [json.loads(line) for line in daemon.log().splitlines()]  # every line parses
     for record in records:
         assert {"time", "level", "namespace", "message"} <= record.keys(), record
-    assert records[0]["namespace"].startswith("twisted.")  # twistd's own lines too
+    assert records[0]["namespace"] == "voicews.tap"  # the config it uses, first
+    assert records[0]["config"] == str(daemon.config_path) and records[0]["chosen_by"] == "-c"
+    assert records[1]["namespace"].startswith("twisted.")  # twistd's own lines too
 
     mine = [r for r in records if r.get("uuid") == "json-1"]
     assert [r["event"] for r in mine] == ["call_started", "call_ended"]  # nothing per frame

@@ -140,3 +140,26 @@ def test_two_processes_behind_nginx_both_take_calls(start_daemon, nginx):
     # Every answer webhook went through the balancer to one of them.
     answered = [sum(f"answer uuid=lb-{i} " in d.log() for i in range(6)) for d in daemons]
     assert sum(answered) == 6, answered
+
+
+def test_nginx_sets_the_forwarded_headers_and_hides_metrics(start_daemon, nginx):
+    """Issue 12 item 12: voicews believes X-Forwarded-Host/Proto only from trusted_proxies,
+    so the example config must set them itself (a client's own are replaced), and /metrics
+    must not be reachable through the public balancer."""
+    balancer = free_port()
+    daemons = [start_daemon(base_config(trusted_proxies=["127.0.0.1"])) for _ in range(2)]
+    nginx(balancer, [d.port for d in daemons])
+    base = f"http://127.0.0.1:{balancer}"
+    req = urllib.request.Request(
+        f"{base}/webhooks/answer?uuid=fwd-1",
+        headers={"X-Forwarded-Host": "evil.example.com", "X-Forwarded-Proto": "https"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        ncco = json.loads(resp.read())
+    assert ncco[-1]["endpoint"][0]["uri"] == f"ws://127.0.0.1:{balancer}/socket"
+    assert ncco[-1]["eventUrl"] == [f"http://127.0.0.1:{balancer}/webhooks/event"]
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{base}/metrics", timeout=10)
+    assert info.value.code == 403
+    for daemon in daemons:  # still there on loopback, for Prometheus on the same host
+        assert daemon.request("/metrics")[0] == 200

@@ -160,25 +160,26 @@ def test_systemd_listen_without_a_socket_is_one_clear_error(tmp_path):
     daemon = Daemon(tmp_path, base_config(), listen=SYSTEMD_LISTEN).start(wait=False)
     assert daemon.proc.wait(20) == 2
     log = daemon.log()
-    assert "voicews: cannot listen on 'systemd:domain=INET:index=0': no such socket was " \
-        "handed over" in log
+    assert "voicews: --listen: cannot listen on 'systemd:domain=INET:index=0': no such " \
+        "socket was handed over" in log
     assert "Traceback" not in log
 
 
 def test_the_install_layout_of_the_docs_serves_every_pipeline(tmp_path):
-    """README "Running as a service": config.yaml, prompts/ and plugins/ copied to the config
-    folder, the daemon run from the state folder with the units' VOICEWS_RECORDINGS: the
-    prompt plays, the example plugins load and a recording lands in the state folder."""
+    """The service install of the docs: `voicews init /etc/voicews` writes config.yaml,
+    prompts/ and plugins/ into the config folder, the daemon runs from the state folder with
+    the units' VOICEWS_RECORDINGS: the prompt plays, the example plugins load and a
+    recording lands in the state folder."""
     service = (UNITS / "voicews.service").read_text()
     state_dir = re.search(r"^WorkingDirectory=(.+)$", service, re.M).group(1)
     recordings = re.search(r"^Environment=VOICEWS_RECORDINGS=(.+)$", service, re.M).group(1)
     assert recordings.startswith(state_dir + "/")  # writable under ProtectSystem=strict
     etc, state = tmp_path / "etc-voicews", tmp_path / "var-lib-voicews"
-    etc.mkdir()
     state.mkdir()
-    shutil.copy(REPO / "config.yaml", etc)
-    shutil.copytree(REPO / "prompts", etc / "prompts")
-    shutil.copytree(REPO / "plugins", etc / "plugins")
+    subprocess.run([sys.executable, "-m", "voicews.app.cli", "init", str(etc)], check=True,
+                   capture_output=True, cwd=tmp_path, env=Daemon(tmp_path, "").env)
+    assert sorted(p.name for p in etc.iterdir()) == ["config.yaml", "plugins", "prompts"]
+    assert not any(p.is_symlink() for p in etc.rglob("*"))
     daemon = Daemon(tmp_path, "", env={
         "VOICEWS_RECORDINGS": str(state / recordings[len(state_dir) + 1 :]),
     })

@@ -25,6 +25,7 @@ from wire import Call, RawCall, first_message, frame, random_frames, ws_frame
 @pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "public-path"])
 def daemon(request, tmp_path_factory):
     d = Daemon(tmp_path_factory.mktemp("wire"), base_config(fast_path=request.param)).start()
+    assert d.get_json("/health")["fast_path"] is request.param
     if not request.param:
         d.wait_log("fast path off (fast_path: false)")
     yield d
@@ -143,3 +144,9 @@ def test_close_handshake_from_the_server_on_shutdown(daemon):
         daemon.signal(15)
         assert call.wait_closed()[0] == 1001
     assert daemon.stop() == 0
+
+
+def test_the_fast_path_self_check_passes_on_the_installed_autobahn_and_twisted():
+    from voicews.call.fastpath import self_check
+
+    assert self_check() is None

@@ -9,7 +9,7 @@ import time
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from voicews.vonage.tokens import make_token
+from voicews.vonage.tokens import make_token, query_payload
 
 from conftest import base_config
 from wire import Call, RawCall
@@ -52,9 +52,10 @@ def test_signed_webhook_accepted(signed):
     status, _, _ = post(signed, "/webhooks/event", b'{"uuid":"u-1","status":"completed"}',
                         make_token(SECRET, b'{"uuid":"u-1","status":"completed"}'))
     assert status == 204
-    # A GET webhook has no body, so no payload_hash: the signature alone counts.
+    # A GET webhook's payload_hash covers its query parameters, as compact JSON.
+    token = make_token(SECRET, query_payload("uuid=u-2"))
     status, _, _ = signed.request("/webhooks/answer?uuid=u-2", None,
-                                  {"Authorization": f"Bearer {make_token(SECRET)}"})
+                                  {"Authorization": f"Bearer {token}"})
     assert status == 200
 
 
@@ -128,7 +129,8 @@ def test_socket_vonage_auth(start_daemon):
 
 def test_socket_custom_auth(start_daemon):
     daemon = start_daemon(
-        base_config(security={"websocket_auth": "custom", "websocket_token": "${TOK}"}),
+        base_config(security={"websocket_auth": "custom", "websocket_token": "${TOK}",
+                              "signature_secret": SECRET}),
         env={"TOK": "s3cret-value"},
     )
     assert handshake_status(daemon) == 401

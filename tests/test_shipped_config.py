@@ -1,5 +1,9 @@
 """The config.yaml shipped in the repository runs as shipped, from the repository root, and
-every pipeline in it serves a call."""
+every pipeline in it serves a call.
+
+It is the package's embedded default (voicews/examples/config.yaml); the root's config.yaml,
+prompts/ and plugins/ are links to it and its folders, so the README's quick start
+`twistd -n voicews -c config.yaml` from a clone runs the very same files."""
 
 from __future__ import annotations
 
@@ -30,11 +34,21 @@ def shipped(tmp_path_factory):
     assert daemon.stop() == 0
 
 
+def test_the_root_files_are_links_to_the_one_copy_in_the_package():
+    examples = REPO / "voicews" / "examples"
+    for name in ("config.yaml", "prompts", "plugins"):
+        assert (REPO / name).is_symlink(), name
+        assert (REPO / name).resolve() == examples / name
+
+
 def test_shipped_config_lists_the_example_plugins():
-    assert SHIPPED["plugins"] == ["plugins/bitcrush.py", "plugins/keypad.py"]
+    assert SHIPPED["plugins"] == [
+        "plugins/bitcrush.py", "plugins/keypad.py", "plugins/my_processor.py"
+    ]
     steps = [step for steps in SHIPPED["pipelines"].values() for step in steps]
     names = {step if isinstance(step, str) else next(iter(step)) for step in steps}
-    assert {"echo", "gain", "file-inject", "record", "bitcrush", "keypad-tones"} <= names
+    assert {"echo", "gain", "file-inject", "record", "bitcrush", "keypad-tones",
+            "my-processor"} <= names
 
 
 @pytest.mark.parametrize("pipeline", sorted(SHIPPED["pipelines"]))
@@ -54,8 +68,10 @@ def test_every_shipped_pipeline_serves_a_call(shipped, pipeline):
     assert band_level(got, 16000, 440) > 0.2, "the caller hears themself in every pipeline"
     if pipeline in ("welcome", "hold"):
         assert band_level(got[:8000], 16000, 1318.5) > 0.05  # and the chime
-    if pipeline == "echo":
+    if pipeline in ("echo", "mine"):
         np.testing.assert_array_equal(got, voice)
+    if pipeline == "mine":
+        shipped.wait_log("my-processor: call ended uuid=shipped-mine after 50 frames")
     if pipeline == "welcome":
         assert [m["action"] for m in call.texts()] == ["notify"]
     if pipeline == "recorded":

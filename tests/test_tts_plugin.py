@@ -17,9 +17,10 @@ import pytest
 import soundfile
 from test_engines_vad import PHRASE_B, compose
 
-from conftest import REPO
 from voicews.audio.files import resample
 from voicews.simulator import CallSpec, simulate_many
+
+from conftest import REPO
 
 CLIP, _ = compose(16000, PHRASE_B)
 

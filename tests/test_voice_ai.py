@@ -4,10 +4,15 @@ file-inject on the bus, and the tts/vad config checks.  Through twistd: test_voi
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
 from test_engines_vad import PHRASE_A, PHRASE_B, TOLERANCE, compose
+from test_playback import ScriptedTts
 
 from voicews import Event, PrepareContext
 from voicews.audio.files import tone, write_wav
@@ -20,10 +25,11 @@ from voicews.processors.echo import Echo
 from voicews.processors.file_inject import FileInject, FileInjectParams
 from voicews.processors.vad import Vad
 from voicews.runtime.state import Runtime
-from voicews.testing import call_with
+from voicews.testing import call_with, start
 
 RATE = 16000
 N = frame_samples(RATE)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run(call, audio: np.ndarray) -> None:
@@ -238,9 +244,9 @@ def test_a_plugin_engine_registers_like_a_processor(tmp_path):
         "@voicews.hookimpl\n"
         "def register_tts(register):\n"
         "    register(Again)\n")
-    with pytest.raises(ConfigError, match=r"plugins: plugin '.*twice.py': text-to-speech "
+    with pytest.raises(ConfigError, match=r"plugins: plugin file .*twice.py: text-to-speech "
                                           r"engine name 'espeak-ng' is already defined by "
-                                          r"plugin 'voicews.processors.espeak'"):
+                                          r"builtin plugin 'voicews.processors.espeak'"):
         load_settings(write(tmp_path, plugins=[str(plugin)]))
 
 
@@ -259,3 +265,37 @@ def test_the_runtime_owns_one_engine_kept_across_reloads_closed_at_stop(tmp_path
     assert engine._closed  # no call was using the old one
     runtime.stop()
     assert runtime.tts._engine is None
+
+
+# -- the docs' example -------------------------------------------------------------------------
+
+DOC = REPO / "docs" / "voice-ai.md"
+
+
+def doc_files() -> dict[str, str]:
+    """The code blocks of docs/voice-ai.md that carry a file name (title="...")."""
+    text = DOC.read_text(encoding="utf-8")
+    return dict(re.findall(r'```\w+ title="([^"]+)"\n(.*?)```', text, re.S))
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_the_docs_example_talks_listens_and_is_interrupted(tmp_path):
+    files = doc_files()
+    assert set(files) == {"config.yaml", "plugins/answer.py"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    settings = load_settings(tmp_path / "config.yaml")
+    tts = ScriptedTts()
+    events: list[Event] = []
+    call = start(settings.pipelines["talk"], rate=RATE, tts=tts,
+                 publish=lambda info, event: events.append(event))
+    assert tts.asked[0][0] == "Hello. Say something, or interrupt me."
+    tts.speak(0, 1000, 150)  # a 3-second greeting
+    caller, truth = compose(RATE, 0.8, PHRASE_B, 1.5)
+    run(call, caller)
+    (barge,) = published(events, "barge_in")
+    assert barge.data["label"] == tts.asked[0][0] and 0.8 < barge.data["heard"] < 1.2
+    (stopped,) = published(events, "speech_stopped")
+    assert tts.asked[1][0] == "You spoke for 1 seconds."  # PHRASE_B: 1.18 s
+    assert stopped.data["end"] - stopped.data["start"] == pytest.approx(1.2, abs=0.3)

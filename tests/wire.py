@@ -213,7 +213,7 @@ class Witness:
                 self.call.echo_roundtrip(i, 1)
                 i += 1
                 self.frames = i
-                time.sleep(0.005)
+                time.sleep(0.02)  # at most real time, like a real caller
         except BaseException as exc:  # noqa: BLE001 - reported by stop()
             self.error = exc
 
@@ -231,14 +231,23 @@ class Witness:
 # -- raw sockets: what a WebSocket library would not let a client do ------------------------
 
 
-def raw_socket(port: int, timeout: float = 10.0) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def raw_socket(port: int, timeout: float = 10.0, rcvbuf: int | None = None) -> socket.socket:
+    """A TCP connection to the daemon; `rcvbuf` shrinks its receive buffer (a peer that
+    will not read then stops the daemon's output after a few KB)."""
+    if rcvbuf is None:
+        return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    return sock
 
 
 def raw_handshake(port: int, path: str = "/socket", headers: dict | None = None,
-                  timeout: float = 10.0) -> tuple[socket.socket, bytes]:
+                  timeout: float = 10.0, rcvbuf: int | None = None,
+                  ) -> tuple[socket.socket, bytes]:
     """A WebSocket handshake over a plain socket; returns the socket and the response head."""
-    sock = raw_socket(port, timeout)
+    sock = raw_socket(port, timeout, rcvbuf)
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
         f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",

@@ -1,5 +1,13 @@
-"""JSON-lines log output (config ``log_format: json``) for log shippers.
+"""Log output: text lines with control characters escaped, or JSON lines for shippers.
 
+Text (config ``log_format: text``, the default) is twistd's classic line,
+``<time> [<namespace>#<level>] <message>``, except that every control
+character in the message (``\n``, ``\r``, NUL, ESC...) is written escaped
+(``\n``, ``\r``, ``\x00``...): a caller's uuid or number cannot start a
+forged line in the log or in journald.  Only a logged failure's traceback
+spans lines, each continuation starting with a tab, as twistd writes it.
+
+JSON (``log_format: json``):
 One JSON object per line: ``time`` (ISO 8601, UTC), ``level``, ``namespace``,
 ``message`` (the text a person would read), then every field the event was
 logged with (``uuid``, ``pipeline``, ``event``, ``reason``, ``outcome``,
@@ -9,7 +17,7 @@ text.  A logged failure adds ``traceback``.
 twistd picks its log observer before it starts the service: an ``ILogObserver``
 component on the application is used unless ``--logger`` was given on the
 command line, so :class:`voicews.service.VoicewsService` sets that component
-when the config asks for JSON.  The lines go where twistd's text lines would
+to the observer :func:`observer_for` gives.  The lines go where twistd's text lines would
 have gone: standard output under ``twistd -n`` (so journald or docker collect
 them), else ``--logfile`` (default ``twistd.log``).
 """
@@ -21,7 +29,7 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, formatEvent
+from twisted.logger import FileLogObserver, ILogObserver, formatEvent, formatTime
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
@@ -66,6 +74,49 @@ class JsonLinesObserver:
         self.stream.flush()
 
 
+# Every C0 control character, DEL and the C1 block, written as Python would escape them.
+_ESCAPES = {
+    code: {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}.get(code, f"\\x{code:02x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0))
+}
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})  # line breaks to some readers
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character escaped, so it stays on one line."""
+    return text.translate(_ESCAPES)
+
+
+def event_as_text(event: dict[str, Any]) -> str | None:
+    """One classic twistd log line for `event`, control characters in it escaped."""
+    message = formatEvent(event)
+    failure = event.get("log_failure")
+    traceback = ""
+    if failure is not None:
+        try:
+            traceback = failure.getTraceback()
+        except Exception:  # a broken failure must not stop logging
+            traceback = repr(failure)
+        # A traceback is several lines of ours; what it quotes may be a caller's.
+        traceback = "\n".join(escape_controls(line) for line in traceback.rstrip("\n").split("\n"))
+    if not message and not traceback:
+        return None
+    level = event.get("log_level")
+    system = event.get("log_system") or (
+        f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
+    )
+    text = escape_controls(message)
+    if traceback:
+        text = f"{text}\n{traceback}" if text else traceback
+    line = f"{formatTime(event.get('log_time'))} [{escape_controls(str(system))}] {text}"
+    return line.replace("\n", "\n\t") + "\n"
+
+
+def text_observer(stream: IO[str]) -> FileLogObserver:
+    """twistd's text lines, written to `stream` with control characters escaped."""
+    return FileLogObserver(stream, event_as_text)
+
+
 def twistd_stream(server_options: Any) -> IO[str]:
     """Where twistd's own text observer would write, given twistd's (parent) options."""
     get = getattr(server_options, "get", None)
@@ -76,11 +127,13 @@ def twistd_stream(server_options: Any) -> IO[str]:
     return LogFile.fromFullPath(logfile or "twistd.log")
 
 
-def observer_for(log_format: str, server_options: Any = None) -> JsonLinesObserver | None:
-    """The observer config's ``log_format`` asks for; None keeps twistd's text lines."""
+def observer_for(
+    log_format: str, server_options: Any = None
+) -> JsonLinesObserver | FileLogObserver:
+    """The observer config's ``log_format`` asks for, writing where twistd would."""
     if log_format == "json":
         return JsonLinesObserver(twistd_stream(server_options))
-    return None
+    return text_observer(twistd_stream(server_options))
 
 
 def json_observer() -> JsonLinesObserver:

@@ -1,8 +1,10 @@
 """The daemon as a Twisted service: listen, watch calls, reload on SIGHUP, drain on stop.
 
 A ``MultiService`` of Twisted's own parts: a ``StreamServerEndpointService`` for
-the one port (webhooks and the call socket on one Site) and a ``TimerService``
-for the call watchdog; plugins' ``services`` run beside them.  ``stopService``
+the one port (webhooks, the control API and the call socket on one Site), a
+``TimerService`` for the call watchdog and, with ``cluster.redis``, the
+ClusterLink that makes the workers' control APIs act as one; plugins'
+``services`` run beside them.  ``stopService``
 returns a Deferred that fires once live calls have ended (their steps closed)
 or ``drain_timeout`` has passed, then stops plugin services and runs the
 ``stop`` hooks, so twistd waits for the goodbye before exiting.
@@ -24,14 +26,19 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from voicews.app import fdlimit
+from voicews.app.stalls import StallWatch
 from voicews.call.fastpath import self_check
 from voicews.call.protocol import CallFactory
 from voicews.call.watchdog import INTERVAL, CallWatchdog
 from voicews.config import plugins
 from voicews.config.settings import ConfigError, load_settings
 from voicews.runtime import metrics
+from voicews.runtime.callbacks import EventCallbacks
 from voicews.runtime.state import Runtime
+from voicews.web import fdreserve
 from voicews.web.auth import warn_if_exposed
+from voicews.web.control import ControlApi
 from voicews.web.limits import GuardedSite
 from voicews.web.site import Root
 
@@ -63,6 +70,11 @@ class VoicewsService(service.MultiService):
         timer = TimerService(INTERVAL, self.watchdog.tick)
         timer.clock = reactor
         timer.setServiceParent(self)
+        StallWatch(reactor, runtime.settings.raw.limits.stall_seconds).setServiceParent(self)
+        self.cluster = _cluster_link(runtime, self.root.control, reactor)
+        if self.cluster is not None:
+            self.cluster.setServiceParent(self)
+        EventCallbacks(runtime).setServiceParent(self)  # stopped after the calls: flushes
         self.plugin_services = service.MultiService()
         metrics.watch_calls(runtime.calls)
         self._previous_signals: dict[int, Any] = {}
@@ -101,6 +113,7 @@ class VoicewsService(service.MultiService):
             pipelines=", ".join(sorted(self.runtime.settings.pipelines)),
         )
         warn_if_exposed(str(host), self.runtime.settings)
+        fdreserve.install(port, self.reactor)
         return port
 
     # -- signals ------------------------------------------------------------------------
@@ -128,7 +141,10 @@ class VoicewsService(service.MultiService):
         except (ConfigError, plugins.PluginError) as exc:
             log.error("reload refused, old config stays in force: {error}", error=str(exc))
             return False
+        if settings.raw.cluster != self.runtime.settings.raw.cluster:
+            log.warn("reload: the cluster section changed; it takes effect at the next start")
         self.runtime.use(settings, pm)
+        fdlimit.warn_if_short(settings)  # max_calls may have changed
         log.info(
             "reloaded {path}: pipelines {pipelines}", path=str(path),
             pipelines=", ".join(sorted(settings.pipelines)),
@@ -207,6 +223,25 @@ class VoicewsService(service.MultiService):
             log.warn("{what} still busy after drain_timeout; stopping anyway", what=what)
 
         return _within(d, timeout, self.reactor).addErrback(late)
+
+
+def _cluster_link(runtime: Runtime, control: ControlApi, reactor: Any) -> Any:
+    """With ``cluster.redis``: the ClusterLink that lists and routes control actions between
+    workers (one Redis), wired to the control API's own action code.  Else None, and
+    voicews.cluster (txredisapi) is never imported."""
+    conf = runtime.settings.raw.cluster
+    if conf.redis is None:
+        return None
+    from voicews.cluster import ClusterLink, ClusterOptions
+
+    options = ClusterOptions(prefix=conf.prefix, refresh=conf.refresh, ttl=conf.ttl,
+                             request_timeout=conf.request_timeout)
+    link = ClusterLink(conf.redis, runtime.worker, reactor, control.actions.local_calls,
+                       control.serve_remote, options, reactor=reactor)
+    control.cluster = link
+    control.actions.changed = link.refresh_now  # a switch changed a call's pipeline
+    runtime.call_watchers.append(link.refresh_now)  # a call started or ended
+    return link
 
 
 @implementer(IStreamServerEndpoint)

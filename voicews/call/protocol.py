@@ -40,6 +40,20 @@ from voicews.vonage.messages import (
 
 log = Logger(namespace="voicews.call")
 
+UNKNOWN_EVENTS_LOGGED = 3
+"""Unknown events logged per call; the rest are ignored silently (a flood must not fill logs)."""
+ANSWERS = frozenset({"notify", "cleared"})
+"""Events with which Vonage answers our commands: they do not count against the text limit."""
+MAX_AWAITED = 10_000
+SHOWN_CHARS = 200
+"""Client data in a log line is cut to this many characters."""
+
+
+def _shown(value: object) -> str:
+    """A client's value for a log line: its repr, cut so a flood cannot fill the log."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} chars)"
+
 
 class CallProtocol(FastPathProtocol):
     """One Vonage call's socket."""
@@ -53,6 +67,12 @@ class CallProtocol(FastPathProtocol):
     _ended = False
     _close_reason = ""
     _read_fd: int | None = None
+    _backed_up = False  # Twisted paused us: the peer is not taking our output
+    _unsent = 0  # bytes written since then
+    _text_tokens = 0.0
+    _text_checked = 0.0
+    _unknown_logged = 0
+    _awaited = 0  # Vonage's answers owed to our own clear/notify commands
 
     def onConnect(self, request):  # noqa: N802 - autobahn's name
         self._peer = request.peer
@@ -63,13 +83,21 @@ class CallProtocol(FastPathProtocol):
         if self.fast_open(factory.fast_path):
             self._read_fd = factory.reader.adopt(self, self.transport)
         runtime = factory.runtime
+        # Learn when our output backs up (the peer does not read): the HTTP channel that
+        # handed the connection over was the transport's producer until now.
+        transport = self.transport
+        transport.unregisterProducer()
+        transport.registerProducer(self, True)
+        limits = runtime.settings.raw.limits
+        self._text_tokens = float(limits.text_burst)
+        self._text_checked = runtime.clock.seconds()
         self.record = CallRecord(
             peer=self._peer, opened=runtime.clock.seconds(), end=self.end,
             abort=lambda: self.dropConnection(abort=True), worker=runtime.worker,
         )
         runtime.calls.add(self.record)
         metrics.ACTIVE_CALLS.inc()
-        timeout = runtime.settings.raw.limits.first_message_timeout
+        timeout = limits.first_message_timeout
         self._first_timer = runtime.clock.callLater(timeout, self._no_first_message, timeout)
 
     def _no_first_message(self, timeout: float) -> None:
@@ -146,19 +174,91 @@ class CallProtocol(FastPathProtocol):
 
     def _event(self, pipeline: Pipeline, payload: bytes) -> None:
         kind, data = parse_event(payload)
+        if kind in ANSWERS and self._awaited:
+            self._awaited -= 1  # Vonage answering a command of ours: not the caller's doing
+        elif not self._text_allowed():
+            raise ProtocolError(CLOSE_POLICY, "too many text messages")
         uuid = pipeline.info.uuid
         if kind not in KNOWN_EVENTS:
-            log.info("ignored unknown event {kind!r} uuid={uuid}", kind=kind[:40], uuid=uuid)
+            self._unknown_logged += 1
+            if self._unknown_logged <= UNKNOWN_EVENTS_LOGGED:
+                more = " (further unknown events of this call are not logged)" if (
+                    self._unknown_logged == UNKNOWN_EVENTS_LOGGED) else ""
+                log.info("ignored unknown event {kind!r} uuid={uuid}{more}", kind=kind[:40],
+                         uuid=uuid, more=more)
             return
         log.info(
-            "event {kind} uuid={uuid} digit={digit} payload={payload!r}",
-            kind=kind, uuid=uuid, digit=Event(kind, data).digit, payload=data.get("payload"),
+            "event {kind} uuid={uuid} digit={digit} payload={payload}",
+            kind=kind, uuid=uuid, digit=Event(kind, data).digit,
+            payload=_shown(data.get("payload")),
         )
         pipeline.receive_event(kind, data)
+
+    def _text_allowed(self) -> bool:
+        """A token bucket: ``text_burst`` messages at once, ``text_per_second`` sustained."""
+        limits = self.factory.runtime.settings.raw.limits
+        now = self.factory.runtime.clock.seconds()
+        self._text_tokens = min(
+            float(limits.text_burst),
+            self._text_tokens + (now - self._text_checked) * limits.text_per_second,
+        )
+        self._text_checked = now
+        if self._text_tokens < 1:
+            return False
+        self._text_tokens -= 1
+        return True
+
+    # -- a peer that does not read ------------------------------------------------------
+
+    def pauseProducing(self) -> None:  # noqa: N802 - IPushProducer: Twisted's buffer is full
+        self._backed_up = True
+
+    def resumeProducing(self) -> None:  # noqa: N802 - the peer took it all
+        self._backed_up = False
+        self._unsent = 0
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
+        """autobahn's every write (frames, pongs, close): bounded while the peer does not read."""
+        if self._backed_up and self._too_much_unsent(len(data)):
+            return
+        super().sendData(data, sync, chopsize)
+
+    def write_rest(self, data: bytes) -> None:
+        if self._backed_up and self._too_much_unsent(len(data)):
+            return
+        self.transport.write(data)
+
+    def _too_much_unsent(self, size: int) -> bool:
+        self._unsent += size
+        limit = self.factory.runtime.settings.raw.limits.max_unsent_bytes
+        if self._unsent <= limit:
+            return False
+        if self.outcome != "unread":  # once: everything after this is dropped unsaid
+            info = self.pipeline.info if self.pipeline is not None else None
+            log.warn(
+                "dropping call uuid={uuid} peer={peer}: more than {limit} bytes of output wait "
+                "for a peer that does not read", uuid=info.uuid if info else None,
+                peer=self._peer, limit=limit, outcome="unread",
+            )
+            metrics.rejected("unread_output")
+            self.outcome = "unread"
+            self._close_reason = "peer does not read"
+            self._ended = True
+            if self.record is not None:
+                self.record.ending = True
+            if self.pipeline is not None:
+                self.pipeline.close("unread")
+            self.dropConnection(abort=True)  # a close frame would only wait behind the rest
+        return True
 
     # -- the pipeline's CallLink ----------------------------------------------------------
 
     def send_text(self, message: str) -> None:
+        # Every command we send (clear, notify) is answered by one event (cleared, notify).
+        self._awaited = min(self._awaited + 1, MAX_AWAITED)
         self.sendMessage(message.encode("utf-8"), isBinary=False)
 
     def hangup(self, code: int, reason: str, outcome: str) -> None:

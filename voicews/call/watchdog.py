@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
+from voicews.audio.samples import FRAME_SECONDS
 from voicews.runtime.calls import CallRecord
 from voicews.vonage.messages import CLOSE_NORMAL, CLOSE_POLICY
 
@@ -28,7 +29,9 @@ class CallWatchdog:
 
     Each tick compares every live call's ``frames_in`` with the previous tick's;
     a call whose count has not moved for ``limits.idle_timeout`` is closed with
-    1008, a call older than ``limits.max_call_seconds`` with 1000.
+    1008, a call older than ``limits.max_call_seconds`` with 1000.  A call whose
+    audio runs more than ``limits.max_burst_seconds`` ahead of real time (a client
+    streaming at line rate costs hundreds of calls' CPU) is closed with 1008.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -53,6 +56,14 @@ class CallWatchdog:
             if call.pipeline is None:
                 continue  # the first-message timer looks after calls that never start
             frames = call.frames_in
+            ahead = frames * FRAME_SECONDS - (now - call.pipeline.started_at)
+            if ahead > limits.max_burst_seconds:
+                log.info(
+                    "call's audio runs {ahead:.1f} s ahead of real time uuid={uuid}",
+                    ahead=ahead, uuid=call.uuid,
+                )
+                call.end(CLOSE_POLICY, "audio faster than real time", "too_fast")
+                continue
             before = self._seen.get(call)
             since = now if before is None or before[0] != frames else before[1]
             if now - since >= limits.idle_timeout:

@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pluggy
@@ -39,13 +40,39 @@ class PluginError(Exception):
     """A plugin could not be loaded or registers something wrong; names the plugin."""
 
 
-def make_plugin_manager() -> pluggy.PluginManager:
+class PluginManager(pluggy.PluginManager):
+    """pluggy's plugin manager, remembering where each plugin came from.
+
+    ``origins`` maps a registered plugin's name to how a user would recognise
+    its source (``builtin``, ``entry point ... (package ...)``, ``file ...``,
+    ``module ...``): ``voicews processors`` prints it beside each processor.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("voicews")
+        self.origins: dict[str, str] = {}
+
+
+def make_plugin_manager() -> PluginManager:
     """A plugin manager with the hookspecs, the builtins and entry-point plugins."""
-    pm = pluggy.PluginManager("voicews")
+    pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     for name in BUILTIN_PLUGINS:
-        register_plugin(pm, importlib.import_module(name), name)
+        register_plugin(pm, importlib.import_module(name), name, "builtin")
+    register_entry_points(pm)
+    return pm
+
+
+def register_entry_points(pm: pluggy.PluginManager) -> list[str]:
+    """Register every installed entry-point plugin not registered yet; all their names.
+
+    At start and again at each config load (SIGHUP), so a reload sees the packages a
+    restart would: the same processors, the same conflicts, the same errors.
+    """
+    importlib.invalidate_caches()  # a package pip installed since start is seen too
+    names = []
     for entry_point in importlib.metadata.entry_points(group="voicews"):
+        names.append(entry_point.name)
         # Like pluggy's load_setuptools_entrypoints, but a failure names the plugin.
         if pm.get_plugin(entry_point.name) is not None:
             continue
@@ -56,8 +83,26 @@ def make_plugin_manager() -> pluggy.PluginManager:
                 f"entry-point plugin {entry_point.name!r} ({entry_point.value}) failed to "
                 f"import: {type(exc).__name__}: {_one_line(exc)}"
             ) from exc
-        register_plugin(pm, module, entry_point.name)
-    return pm
+        dist = entry_point.dist
+        package = f" (package {dist.name} {dist.version})" if dist is not None else ""
+        register_plugin(pm, module, entry_point.name,
+                        f"entry point {entry_point.name} = {entry_point.value}{package}")
+    return names
+
+
+def origin_of(pm: pluggy.PluginManager, plugin_name: str) -> str:
+    """Where a registered plugin came from (see :class:`PluginManager`)."""
+    origins: dict[str, str] = getattr(pm, "origins", {})
+    return origins.get(plugin_name) or plugin_label(plugin_name)
+
+
+def described(pm: pluggy.PluginManager, plugin_name: str) -> str:
+    """A plugin as an error message names it: its name and where it comes from."""
+    label = plugin_label(plugin_name)
+    origin = origin_of(pm, plugin_name)
+    if origin == "builtin":
+        return f"builtin plugin {label!r}"
+    return f"plugin {origin}" if origin != label else f"plugin {label!r}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -70,8 +115,13 @@ def plugin_label(name: str) -> str:
     return name.removeprefix(FILE_PLUGIN_PREFIX)
 
 
-def register_plugin(pm: pluggy.PluginManager, module: object, name: str) -> None:
-    """Register `module` unless a plugin of that name already is; check its hooks."""
+def register_plugin(
+    pm: pluggy.PluginManager, module: object, name: str, origin: str = ""
+) -> None:
+    """Register `module` unless a plugin of that name already is; check its hooks.
+
+    `origin` says where it came from, kept when `pm` is a :class:`PluginManager`.
+    """
     if pm.get_plugin(name) is not None:
         return
     label = plugin_label(name)
@@ -84,6 +134,8 @@ def register_plugin(pm: pluggy.PluginManager, module: object, name: str) -> None
     except pluggy.PluginValidationError as exc:
         pm.unregister(name=name)
         raise PluginError(f"plugin {label!r}: {_one_line(exc)}") from None
+    if origin and isinstance(pm, PluginManager):
+        pm.origins[name] = origin
 
 
 def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: Path) -> str:
@@ -94,6 +146,7 @@ def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: Path) -> str:
     try:
         if spec.endswith(".py") or "/" in spec:
             path = Path(spec).expanduser()
+            origin = f"file {path if path.is_absolute() else base_dir / path}"
             path = path if path.is_absolute() else base_dir / path
             name = f"{FILE_PLUGIN_PREFIX}{path.resolve()}"
             if pm.get_plugin(name) is not None:
@@ -114,7 +167,7 @@ def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: Path) -> str:
                 del sys.modules[module_spec.name]
                 raise
         else:
-            name = spec
+            name, origin = spec, f"module {spec}"
             if pm.get_plugin(name) is not None:
                 return name
             module = importlib.import_module(spec)
@@ -124,36 +177,64 @@ def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: Path) -> str:
         raise PluginError(
             f"plugin {spec!r} failed to import: {type(exc).__name__}: {_one_line(exc)}"
         ) from exc
-    register_plugin(pm, module, name)
+    register_plugin(pm, module, name, origin)
     return name
 
 
-def collect_processors(pm: pluggy.PluginManager) -> dict[str, type[Processor]]:
+@dataclass(frozen=True)
+class Registered:
+    """A processor class and the name of the plugin that registered it."""
+
+    cls: type[Processor]
+    plugin: str
+
+
+def collect_processors(
+    pm: pluggy.PluginManager, only: list[str] | None = None
+) -> dict[str, type[Processor]]:
+    """Every registered processor by name (see :func:`registered_processors`)."""
+    return {name: found.cls for name, found in registered_processors(pm, only).items()}
+
+
+def registered_processors(
+    pm: pluggy.PluginManager, only: list[str] | None = None
+) -> dict[str, Registered]:
     """Ask every plugin for its processors; refuse duplicates and non-processors.
 
-    Each plugin's hook is called on its own, in registration order (builtins
-    first), so that any mistake is reported against the plugin that made it.
+    Each plugin's hook is called on its own, in the order of `only` (builtins, installed
+    packages, then the config's list; registration order without it), so that any
+    mistake is reported against the plugin that made it, and the same way at start and
+    on SIGHUP.  A name defined twice is refused whoever defines it, naming where each
+    definition comes from.  `only` also leaves out plugins an earlier config listed and
+    the current one does not.
     """
-    found: dict[str, tuple[type[Processor], str]] = {}
-    for impl in pm.hook.register_processors.get_hookimpls():
-        if impl.hookwrapper or impl.wrapper:
-            continue  # a wrapper around registration has nothing of its own to register
+    found: dict[str, Registered] = {}
+    impls = [
+        impl for impl in pm.hook.register_processors.get_hookimpls()
+        # A wrapper around registration has nothing of its own to register.
+        if not (impl.hookwrapper or impl.wrapper)
+        and (only is None or impl.plugin_name in only)
+    ]
+    if only is not None:
+        impls.sort(key=lambda impl: only.index(impl.plugin_name))
+    for impl in impls:
         label = plugin_label(impl.plugin_name)
+        where = described(pm, impl.plugin_name)
 
-        def register(cls: type, label: str = label) -> None:
+        def register(cls: type, label: str = label, where: str = where,
+                     plugin: str = impl.plugin_name) -> None:
             if not (isinstance(cls, type) and issubclass(cls, Processor)):
                 raise PluginError(f"plugin {label!r} registered {cls!r}, which is not a Processor")
             if not cls.name or not isinstance(cls.name, str):
                 raise PluginError(f"plugin {label!r}: processor {cls.__qualname__} has no name")
             if cls.name in found:
-                other = found[cls.name][1]
+                other = described(pm, found[cls.name].plugin)
                 raise PluginError(
-                    f"plugin {label!r}: processor name {cls.name!r} is already defined by "
-                    f"plugin {other!r}"
-                    if other != label
+                    f"{where}: processor name {cls.name!r} is already defined by {other}"
+                    if other != where
                     else f"plugin {label!r}: processor name {cls.name!r} defined twice"
                 )
-            found[cls.name] = (cls, label)
+            found[cls.name] = Registered(cls, plugin)
 
         try:
             impl.function(**{arg: register for arg in impl.argnames})  # as pluggy would
@@ -164,22 +245,27 @@ def collect_processors(pm: pluggy.PluginManager) -> dict[str, type[Processor]]:
                 f"plugin {label!r}: register_processors raised {type(exc).__name__}: "
                 f"{_one_line(exc)}"
             ) from exc
-    return {name: cls for name, (cls, _) in found.items()}
+    return found
 
 
-def collect_tts(pm: pluggy.PluginManager) -> dict[str, type]:
-    """Ask every plugin for its text-to-speech engines (``register_tts``), by name.
+def collect_tts(pm: pluggy.PluginManager, only: list[str] | None = None) -> dict[str, type]:
+    """Ask every plugin (of `only`, in that order) for its text-to-speech engines
+    (``register_tts``), by name.
 
     Checked like processors: a class with a name, ``check`` and ``synthesize``, each name
     once; a mistake names the plugin that made it.
     """
     found: dict[str, tuple[type, str]] = {}
-    for impl in pm.hook.register_tts.get_hookimpls():
-        if impl.hookwrapper or impl.wrapper:
-            continue
+    impls = [impl for impl in pm.hook.register_tts.get_hookimpls()
+             if not (impl.hookwrapper or impl.wrapper)
+             and (only is None or impl.plugin_name in only)]
+    if only is not None:
+        impls.sort(key=lambda impl: only.index(impl.plugin_name))
+    for impl in impls:
         label = plugin_label(impl.plugin_name)
+        where = described(pm, impl.plugin_name)
 
-        def register(cls: type, label: str = label) -> None:
+        def register(cls: type, label: str = label, where: str = where) -> None:
             if not isinstance(cls, type) or not all(
                     callable(getattr(cls, method, None)) for method in ("check", "synthesize")):
                 raise PluginError(f"plugin {label!r} registered {cls!r} as a text-to-speech "
@@ -188,9 +274,9 @@ def collect_tts(pm: pluggy.PluginManager) -> dict[str, type]:
             if not name or not isinstance(name, str):
                 raise PluginError(f"plugin {label!r}: engine {cls.__qualname__} has no name")
             if name in found:
-                raise PluginError(f"plugin {label!r}: text-to-speech engine name {name!r} is "
-                                  f"already defined by plugin {found[name][1]!r}")
-            found[name] = (cls, label)
+                raise PluginError(f"{where}: text-to-speech engine name {name!r} is already "
+                                  f"defined by {found[name][1]}")
+            found[name] = (cls, where)
 
         try:
             impl.function(**{arg: register for arg in impl.argnames})

@@ -8,6 +8,7 @@ environment, so secrets stay out of the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,13 +37,22 @@ class Security:
     """Who may talk to us: signed webhooks and socket handshake authorization."""
 
     signature_secret: str | None = None
+    """Vonage's signature secret (from the dashboard).  When set, every webhook must carry
+    a valid signed JWT; keep it in the environment: ``${VONAGE_SIGNATURE_SECRET:-}``."""
     websocket_auth: Literal["none", "vonage", "custom"] = "none"
+    """Socket handshake authorization: none, vonage (a JWT signed with
+    ``signature_secret``, which is then required) or custom (``websocket_token``)."""
     websocket_token: str | None = None
+    """With ``websocket_auth: custom``, the Authorization value Vonage must send (set it in
+    the NCCO's websocket headers); bare or as a Bearer token."""
     metrics_token: str | None = None
+    """When set, /metrics needs ``Authorization: Bearer <metrics_token>`` (401/403 otherwise)."""
     control_token: str | None = None
     """Bearer token for the application's side: the control API (/calls), the event
     stream (/events) and the console.  Unset: those are off (refused)."""
     max_token_age: float = 300.0
+    """Signed tokens (webhooks, a ``vonage`` socket handshake) issued longer ago than this
+    many seconds are refused, so a captured request cannot be replayed; 0 turns it off."""
 
 
 @dataclass(frozen=True)
@@ -50,19 +60,106 @@ class Limits:
     """Bounds that keep one caller or stray client from hurting the others."""
 
     max_calls: int = 1000
+    """Sockets beyond this many live calls are refused (HTTP 503)."""
     first_message_bytes: int = 4096
+    """The first JSON message's maximum size, in bytes."""
     max_message_bytes: int = 8 * 960
+    """Any later message's maximum size, in bytes (8 frames at 24 kHz)."""
     max_body_bytes: int = 64 * 1024
+    """Webhook request bodies' maximum size, in bytes."""
     handshake_timeout: float = 5.0
+    """Seconds to receive a whole HTTP request or socket handshake."""
     first_message_timeout: float = 5.0
+    """Seconds from the socket handshake to the first message."""
     idle_timeout: float = 30.0
+    """Close a call that sends no frame for this many seconds (1008)."""
     max_call_seconds: float = 7200.0
+    """Close a call after this many seconds (1000)."""
     max_lead_seconds: float = 1.0
+    """How far, in seconds, output may run ahead of real time."""
     max_buffer_seconds: float = 60.0
+    """Seconds of output that may wait beyond ``max_lead_seconds``; past it frames are dropped."""
     close_timeout: float = 5.0
     """Seconds a call's steps get to finish closing (flush a transcript, write a file)."""
     worker_threads: int = 4
     """Threads for ``session.run_in_thread`` work, shared by every call."""
+    max_unsent_bytes: int = 512 * 1024
+    """Output a call socket may have waiting for a peer that does not read (beyond
+    Twisted's own 64 KB buffer and the kernel's); past it the connection is dropped."""
+    max_burst_seconds: float = 10.0
+    """How far a caller's audio may run ahead of real time (a burst after a network
+    hiccup); a call sustaining more is closed (1008)."""
+    text_per_second: float = 10.0
+    """Text messages (DTMF, notify...) a call may send per second, sustained."""
+    text_burst: int = 50
+    """Text messages a call may send at once before ``text_per_second`` applies."""
+    stall_seconds: float = 0.25
+    """A reactor turn longer than this (a processor blocking every call) is logged,
+    naming the call and step that ran, and counted."""
+
+
+@dataclass(frozen=True)
+class Control:
+    """The control API (``/calls``, behind ``security.control_token``)."""
+
+    prompts: str | None = None
+    """The folder ``POST /calls/{uuid}/play`` plays files from (relative to this file);
+    no path from a request reaches the file system outside it.  Unset: /play is off."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Many workers, one API: the Redis that links them (voicews.cluster).  Unset: no Redis."""
+
+    redis: str | None = None
+    """``redis://[user:password@]host[:port][/db]`` (``rediss://`` for TLS)."""
+    prefix: str = "voicews:"
+    """Prefix of every key and channel, so several voicews deployments can share a Redis."""
+    refresh: float = 2.0
+    """Seconds between a worker's registrations of its live calls."""
+    ttl: float = 6.0
+    """A registration's lifetime: a killed worker's calls vanish this long after it died."""
+    request_timeout: float = 5.0
+    """Seconds an action routed to another worker may take before answering 504."""
+
+
+@dataclass(frozen=True)
+class Events:
+    """Call events to the application: HTTP callbacks (when ``url`` is set) and ``/events``.
+
+    Every queue is bounded: a slow or dead application loses events (counted in
+    ``voicews_events_dropped_total``), never the calls' audio or the daemon's memory.
+    """
+
+    url: str | None = None
+    """Where callbacks are POSTed (http or https); unset: no callbacks."""
+    batch_size: int = 50
+    """Events per POST at most (the body is always a JSON array of records)."""
+    batch_delay: float = 0.0
+    """Seconds to wait for more events before a POST; 0 posts at once, and events that
+    arrive while a POST is in flight go together in the next one."""
+    timeout: float = 5.0
+    """Seconds for one POST, from connecting to the end of the response."""
+    retries: int = 5
+    """Further tries of a batch after a 5xx, 408, 429, a timeout or a refused connection."""
+    backoff: float = 0.5
+    """Seconds before the first retry; doubled for each next one, up to ``max_backoff``."""
+    max_backoff: float = 30.0
+    """The longest wait between two tries of a batch, in seconds."""
+    connections: int = 2
+    """POSTs in flight at once; one call's events always take the same one, in order."""
+    max_queue: int = 10000
+    """Events waiting to be posted (in flight included), split evenly over connections."""
+    max_queue_bytes: int = 16 * 1024 * 1024
+    """The same bound in bytes of JSON."""
+    stream_queue: int = 1000
+    """Events an ``/events`` client that is not keeping up may have waiting."""
+    stream_queue_bytes: int = 1024 * 1024
+    """The same bound in bytes of JSON."""
+    stream_timeout: float = 30.0
+    """Seconds an ``/events`` client may leave its data unread before it is disconnected."""
+    keepalive: float = 15.0
+    """Seconds between ``/events`` keep-alive comments (so proxies keep the stream open)."""
 
 
 @dataclass(frozen=True)
@@ -70,23 +167,55 @@ class RawConfig:
     """config.yaml as written, type-checked; pipelines not yet resolved."""
 
     listen: str = "tcp:8080:interface=127.0.0.1"
+    """Where to listen: a Twisted endpoint string (``tcp:8080:interface=127.0.0.1``,
+    ``tcp:8080``, ``ssl:8443:privateKey=key.pem:certKey=cert.pem``,
+    ``systemd:domain=INET:index=0``); ``twistd voicews --listen`` overrides it."""
     public_url: str | None = None
+    """The public base URL Vonage reaches us at (``https://voice.example.com``); the answer
+    NCCO then points Vonage at ``wss://<host>/socket``.  Unset: the socket URL is built
+    from the answer request's Host (``wss://`` over TLS, or with X-Forwarded-Proto: https
+    from a trusted proxy)."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Addresses or networks (CIDR) of proxies whose X-Forwarded-Host / -Proto headers are
+    believed; empty: none are."""
     content_type: ContentType = "audio/l16;rate=16000"
+    """The audio format the answer NCCO asks Vonage to stream."""
     greeting: str | None = None
+    """Spoken to the caller by Vonage's text-to-speech before the socket connects."""
     pipeline_header: str = "pipeline"
+    """The key, in the NCCO's websocket headers and so in the socket's first message, whose
+    value names the call's pipeline."""
     default_pipeline: str = "echo"
+    """The pipeline used when no number-specific one applies and when a socket's first
+    message has no pipeline key."""
     numbers: dict[str, str] = field(default_factory=dict)
+    """Called number (the answer webhook's ``to``) to pipeline name; a leading + is ignored."""
     pipelines: dict[str, list[Any]] = field(default_factory=lambda: {"echo": ["echo"]})
+    """Pipeline name to its steps, run in order on every 20 ms frame.  A step is a processor
+    name (``- echo``) or a one-key mapping with its parameters (``- gain: {db: 6}``)."""
     plugins: list[str] = field(default_factory=list)
+    """Extra processor plugins: module names, or ``.py`` files relative to config.yaml."""
     drain_timeout: float = 10.0
+    """Seconds live calls get to end after SIGTERM before they are dropped."""
     log_format: Literal["text", "json"] = "text"
+    """Log lines as text, or json (one JSON object per line, for log shippers)."""
     fast_path: bool = True
     """Read and send call frames on voicews's fast path (see voicews/call/fastpath.py);
     false: autobahn's and Twisted's public path for every call."""
     security: Security = field(default_factory=Security)
+    """Who may talk to the daemon (see below)."""
     limits: Limits = field(default_factory=Limits)
-    tts: Tts | None = None
-    """Text to speech (``say``, ``session.say``); unset: espeak-ng with its defaults."""
+    """Bounds on calls, messages and time (see below)."""
+    events: Events = field(default_factory=Events)
+    """Call events to the application: HTTP callbacks and the /events stream (see below)."""
+    control: Control = field(default_factory=Control)
+    """The control API (see below)."""
+    cluster: Cluster = field(default_factory=Cluster)
+    """Several workers acting as one through Redis (see below)."""
+    tts: Tts = field(default_factory=Tts)
+    """Text to speech for ``say`` steps and ``session.say`` (see below).  Checked at start
+    (the engine can speak, in that voice) when this section is given or a pipeline uses
+    ``say``."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +226,9 @@ class Settings:
     raw: RawConfig
     pipelines: dict[str, PipelineSpec]
     tts: ConfiguredTts
+    """The text-to-speech engine (``tts``), resolved: the Runtime owns it."""
+    prompts: Path | None = None
+    """``control.prompts`` resolved: an existing folder, or None (no /play)."""
 
     @property
     def rate(self) -> int:
@@ -112,6 +244,50 @@ class Settings:
                 if number.lstrip("+") == digits:
                     return pipeline
         return self.raw.default_pipeline
+
+
+class DuplicateKey(Exception):
+    """A mapping in config.yaml names the same key twice; `key` is its dotted path."""
+
+    def __init__(self, key: str, line: int, first: int) -> None:
+        super().__init__(f"{key}: duplicate key (line {line}; first given on line {first})")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    Plain PyYAML keeps the last value silently, so a snippet pasted below a key
+    the file already has would replace it without a word.  The check walks the
+    composed node tree (which still knows lines) before constructing anything.
+    """
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, "")
+        return self.construct_document(node)
+
+
+def _check_unique_keys(node: yaml.Node, key: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, Any], int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges, it does not repeat a key
+                ident = (key_node.tag, key_node.value)
+                path = typed._join(key, key_node.value)
+                line = key_node.start_mark.line + 1
+                if ident in seen:
+                    raise DuplicateKey(path, line, seen[ident])
+                seen[ident] = line
+                _check_unique_keys(value_node, path)
+            else:
+                _check_unique_keys(value_node, key)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, typed._join(key, i))
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -153,7 +329,9 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read config file: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKey as exc:
+        raise ConfigError(f"{shown}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -164,27 +342,65 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
         base_dir = path.resolve().parent
         if pm is None:
             pm = plugins.make_plugin_manager()
+        # The plugins this config uses, as a restart would find them: the builtins, every
+        # installed entry-point package (on SIGHUP too) and the modules and files listed.
+        try:
+            used = [*plugins.BUILTIN_PLUGINS, *plugins.register_entry_points(pm)]
+        except plugins.PluginError as exc:
+            raise ConfigError(str(exc)) from None
         for i, spec in enumerate(raw.plugins):
             try:
-                plugins.load_plugin(pm, spec, base_dir)
+                name = plugins.load_plugin(pm, spec, base_dir)
             except plugins.PluginError as exc:
                 raise typed.DataError(f"plugins[{i}]", str(exc)) from None
+            if name not in used:
+                used.append(name)
         try:
-            processors = plugins.collect_processors(pm)
-            engines = plugins.collect_tts(pm)
+            processors = plugins.collect_processors(pm, only=used)
+            engines = plugins.collect_tts(pm, only=used)
         except plugins.PluginError as exc:
             raise typed.DataError("plugins", str(exc)) from None
         tts = speech.resolve(raw.tts, engines)
-        if raw.tts is not None:
+        if isinstance(data, dict) and "tts" in data:  # configured: it must be able to speak
             speech.check(tts, "tts")
         pipelines = {
             name: _resolve_pipeline(name, steps, processors, base_dir, tts)
             for name, steps in raw.pipelines.items()
         }
         _check_references(raw)
+        _check_cluster(raw.cluster)
+        prompts = _prompts_folder(raw.control, base_dir)
     except typed.DataError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
-    return Settings(path=path, raw=raw, pipelines=pipelines, tts=tts)
+    return Settings(path=path, raw=raw, pipelines=pipelines, tts=tts, prompts=prompts)
+
+
+def _prompts_folder(control: Control, base_dir: Path) -> Path | None:
+    if control.prompts is None:
+        return None
+    folder = Path(control.prompts).expanduser()
+    folder = (folder if folder.is_absolute() else base_dir / folder).resolve()
+    if not folder.is_dir():
+        raise typed.DataError("control.prompts", f"no such folder: {folder}")
+    return folder
+
+
+def _check_cluster(cluster: Cluster) -> None:
+    """A bad Redis URL or timing stops the start; voicews.cluster is imported only when used
+    (it brings txredisapi, which binds the installed reactor)."""
+    if cluster.redis is None:
+        return
+    from voicews.cluster import ClusterOptions, parse_redis_url
+
+    try:
+        parse_redis_url(cluster.redis)
+    except ValueError as exc:
+        raise typed.DataError("cluster.redis", str(exc)) from None
+    try:
+        ClusterOptions(prefix=cluster.prefix, refresh=cluster.refresh, ttl=cluster.ttl,
+                       request_timeout=cluster.request_timeout)
+    except ValueError as exc:
+        raise typed.DataError("cluster", str(exc).removeprefix("cluster: ")) from None
 
 
 def _resolve_pipeline(
@@ -237,12 +453,44 @@ def _check_references(raw: RawConfig) -> None:
         raise typed.DataError(
             "public_url", f"expected http(s)://host[:port][/path], got {raw.public_url!r}"
         )
+    for i, entry in enumerate(raw.trusted_proxies):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise typed.DataError(
+                f"trusted_proxies[{i}]", f"expected an IP address or network, got {entry!r}"
+            ) from None
     sec = raw.security
     if sec.websocket_auth == "custom" and not sec.websocket_token:
         raise typed.DataError("security.websocket_token", "required when websocket_auth is custom")
     if sec.websocket_auth == "vonage" and not sec.signature_secret:
         raise typed.DataError("security.signature_secret", "required when websocket_auth is vonage")
+    if sec.websocket_auth == "custom" and not sec.signature_secret:
+        # The token goes out in the answer NCCO: unsigned, anyone could ask for it.
+        raise typed.DataError(
+            "security.signature_secret",
+            "required when websocket_auth is custom (the answer NCCO carries websocket_token, "
+            "so unsigned answer webhooks would give it to anyone)",
+        )
+    _check_events(raw.events)
     for name in ("max_calls", "first_message_bytes", "max_message_bytes", "max_body_bytes",
-                 "worker_threads"):
+                 "worker_threads", "max_unsent_bytes", "max_burst_seconds", "text_per_second",
+                 "text_burst", "stall_seconds"):
         if getattr(raw.limits, name) <= 0:
             raise typed.DataError(f"limits.{name}", "must be greater than 0")
+
+
+def _check_events(events: Events) -> None:
+    if events.url is not None and not re.match(r"^https?://[^/\s]+", events.url):
+        raise typed.DataError("events.url", f"expected http(s)://host[:port][/path], got "
+                              f"{events.url!r}")
+    for name in ("batch_size", "connections", "max_queue", "max_queue_bytes", "stream_queue",
+                 "stream_queue_bytes", "timeout", "backoff", "max_backoff", "stream_timeout",
+                 "keepalive"):
+        if getattr(events, name) <= 0:
+            raise typed.DataError(f"events.{name}", "must be greater than 0")
+    for name in ("retries", "batch_delay"):
+        if getattr(events, name) < 0:
+            raise typed.DataError(f"events.{name}", "must not be negative")
+    if events.max_queue < events.connections:
+        raise typed.DataError("events.max_queue", "must be at least events.connections")

@@ -25,7 +25,9 @@ DEFAULT_ENGINE = "espeak-ng"
 
 @dataclass(frozen=True)
 class Tts:
-    """Text to speech for ``say`` steps and ``session.say``."""
+    """Text to speech for ``say`` steps and ``session.say``: which engine speaks (engines
+    register through the ``register_tts`` hook), its default voice and its settings.  See
+    [Voice AI](voice-ai.md)."""
 
     engine: str = DEFAULT_ENGINE
     """A registered engine: espeak-ng (builtin), or a plugin's (``register_tts``)."""
@@ -79,9 +81,8 @@ class ConfiguredTts:
         return defer.maybeDeferred(close)
 
 
-def resolve(config: Tts | None, engines: dict[str, type]) -> ConfiguredTts:
-    """The engine `config` names, its settings loaded; checked when `config` is given."""
-    config = config if config is not None else Tts()
+def resolve(config: Tts, engines: dict[str, type]) -> ConfiguredTts:
+    """The engine `config` names, with its settings loaded (not yet asked to speak)."""
     if config.engine not in engines:
         known = ", ".join(sorted(engines)) or "none"
         raise typed.DataError("tts.engine", f"unknown engine {config.engine!r} "

@@ -73,7 +73,7 @@ class Lane:
         """Release `mark` once everything queued before it has been taken."""
         self._chunks.append(mark)
 
-    def take(self, out: np.ndarray | None, due: list[Mark], base: int) -> np.ndarray | None:
+    def take(self, out: np.ndarray | None, due: list[Any], base: int) -> np.ndarray | None:
         """Mix the next frame of queued audio into `out`; markers reached go to `due`.
 
         `base` is where this frame starts in the stream of samples sent to the caller.
@@ -111,7 +111,7 @@ class Lane:
             else:
                 self._offset = start + len(piece)
         while chunks and not need and not isinstance(chunks[0], tuple):
-            due.append(chunks.popleft())  # type: ignore[arg-type]
+            due.append(chunks.popleft())
         if not parts:
             return out
         if len(parts) == 1 and not need:

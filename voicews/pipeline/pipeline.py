@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,10 +27,12 @@ from twisted.python.failure import Failure
 
 from voicews.audio.samples import FRAME_SECONDS, SAMPLE_DTYPE
 from voicews.pipeline.bus import Lane, as_samples
+from voicews.pipeline.closing import close_steps
 from voicews.pipeline.events import APP, CALL, VONAGE, Event
 from voicews.pipeline.framer import Framer
 from voicews.pipeline.playback import Mark, Playback, Playbacks
 from voicews.pipeline.processor import Processor
+from voicews.pipeline.retired import Retired, SwitchFailed, SwitchRefused
 from voicews.pipeline.sender import PacedSender
 from voicews.pipeline.session import Session
 from voicews.pipeline.speech import Speech
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
 log = Logger(namespace="voicews.pipeline")
 
 CLOSE_INTERNAL_ERROR = 1011
+
+__all__ = ["Pipeline", "SwitchFailed", "SwitchRefused"]
 
 
 class Pipeline:
@@ -77,6 +82,7 @@ class Pipeline:
         self._work = defer.DeferredLock()
         self._closing: defer.Deferred[None] | None = None
         self._started = False
+        self._retiring: defer.Deferred[None] | None = None  # old steps of a switch, closing
         self.session = Session(self, 0, APP)
         """The call's own session: the head of the bus; hooks and the app use it."""
         self.processors: list[Processor] = []
@@ -95,20 +101,25 @@ class Pipeline:
     def start(self) -> None:
         """Start every step (``start()`` may return a Deferred), then the call_started hook."""
         self._started = True
-        for processor in self.processors:
-            try:
-                result = processor.start()
-            except Exception:
-                self._step_failed(processor, "start")
-                return
-            if isinstance(result, defer.Deferred):
-                result.addErrback(self._start_failed, processor)
+        if not self._start_steps():
+            return
         try:
             self.services.call_started(self.session)
         except Exception:
             self._step_failed(None, "the call_started hook")
             return
         self._emit(Event("call_started", {}, CALL, 0.0), skip=-1)
+
+    def _start_steps(self) -> bool:
+        for processor in self.processors:
+            try:
+                result = processor.start()
+            except Exception:
+                self._step_failed(processor, "start")
+                return False
+            if isinstance(result, defer.Deferred):
+                result.addErrback(self._start_failed, processor)
+        return True
 
     def _start_failed(self, failure: Failure, processor: Processor) -> None:
         if not self.closed:
@@ -117,9 +128,10 @@ class Pipeline:
     def close(self, outcome: str) -> defer.Deferred[None]:
         """End the call's processing: close every step, wait (bounded) for their Deferreds.
 
-        Fires once every step's ``close()`` has finished or ``close_timeout`` has
-        passed (a step still busy is logged by name and abandoned), after the
-        ``call_ended`` hook ran.  Idempotent: later calls get the same Deferred.
+        Fires once every step's ``close()`` (and those of steps a switch took out
+        that are still closing) has finished or ``close_timeout`` has passed (a step
+        still busy is logged by name and abandoned), after the ``call_ended`` hook
+        ran.  Idempotent: later calls get the same Deferred.
         """
         if self._closing is not None:
             return self._closing
@@ -127,39 +139,26 @@ class Pipeline:
         self.outcome = outcome
         self.playbacks.end_all("ended")  # while the playout model still says what was heard
         self.sender.stop()
-        waits: list[tuple[str, defer.Deferred[Any]]] = []
-        for processor in self.processors:
-            try:
-                result = processor.close()
-            except Exception:
-                self._log_step_error(f"step {processor.name}", "close", Failure())
-                continue
-            if isinstance(result, defer.Deferred):
-                waits.append((processor.name, result))
-        self._closing = self._wait_closed(waits, outcome)
+        waits = [self._close_steps(self.processors, self.info.pipeline)]
+        if self._retiring is not None:
+            waits.append(self._retiring)
+        self._closing = defer.gatherResults(waits).addCallback(self._ended, outcome)
         return self._closing
 
-    @defer.inlineCallbacks
-    def _wait_closed(self, waits: list[tuple[str, defer.Deferred[Any]]], outcome: str):  # type: ignore[no-untyped-def]
-        if waits:
-            pending = {name for name, _ in waits}
-            def finished(result: Any, name: str) -> None:
-                pending.discard(name)
-                if isinstance(result, Failure):
-                    self._log_step_error(f"step {name}", "close", result)
-            for name, d in waits:
-                d.addBoth(finished, name)
-            everything = defer.DeferredList([d for _, d in waits], consumeErrors=True)
-            timeout = self.services.close_timeout
-            everything.addTimeout(timeout, self.clock)
-            try:
-                yield everything
-            except defer.TimeoutError:
-                log.warn(
-                    "steps {steps} of pipeline {pipeline} still closing after {timeout:g} s; "
-                    "abandoned uuid={uuid}", steps=", ".join(sorted(pending)),
-                    pipeline=self.info.pipeline, timeout=timeout, uuid=self.info.uuid,
-                )
+    def _close_steps(self, processors: list[Processor], pipeline: str) -> defer.Deferred[None]:
+        def late(steps: list[str]) -> None:
+            log.warn(
+                "steps {steps} of pipeline {pipeline} still closing after {timeout:g} s; "
+                "abandoned uuid={uuid}", steps=", ".join(steps), pipeline=pipeline,
+                timeout=self.services.close_timeout, uuid=self.info.uuid,
+            )
+
+        def failed(name: str, failure: Failure) -> None:
+            self._log_step_error(f"step {name}", "close", failure)
+
+        return close_steps(processors, self.clock, self.services.close_timeout, failed, late)
+
+    def _ended(self, _: Any, outcome: str) -> None:
         if not self._started:
             return
         try:
@@ -167,6 +166,69 @@ class Pipeline:
         except Exception:
             self._log_step_error("a plugin", "the call_ended hook", Failure())
         self._emit(Event("call_ended", {"outcome": outcome}, CALL, self.call_time()), skip=-1)
+
+    def switch(self, spec: PipelineSpec) -> defer.Deferred[None]:
+        """Run `spec`'s steps in place of the current ones, from the next frame on.
+
+        Always between two frames (everything runs on the reactor): the new steps
+        are built and started, the old ones leave the frame path (their sessions
+        now see a closed call: :mod:`voicews.pipeline.retired`) and are closed,
+        their close Deferreds honoured up to ``close_timeout``.  The paced sender,
+        framer, frame counters, the call's own session and what it is playing stay,
+        so the caller hears no gap and no repeated frame.  Audio the old steps had
+        queued is dropped (their notify marks are still sent).  The steps and the
+        app get ``pipeline_switched`` {from, to}.  Fires once the old steps have
+        closed.  Raises SwitchRefused when the call is ending or an earlier
+        switch's steps are still closing, SwitchFailed (logged; the call goes on
+        unchanged) when a new step cannot be built.
+        """
+        if self.closed or self.failed:
+            raise SwitchRefused("the call is ending")
+        if self._retiring is not None:
+            raise SwitchRefused("the previous pipeline's steps are still closing")
+        if self._processing:
+            raise SwitchRefused("a pipeline cannot switch from inside a frame")
+        old_info, old_steps, old_lanes = self.info, self.processors, self._lanes
+        old_sessions = [step.session for step in old_steps]
+        for session in old_sessions:
+            session._move(Retired(self, old_info, self.publish))
+        self.info = replace(old_info, pipeline=spec.name)
+        self._lanes = [old_lanes[0]] + [None] * len(spec.steps)
+        self.processors, sessions = [], []
+        try:
+            for position, step in enumerate(spec.steps, start=1):
+                sessions.append(Session(self, position, step.name))
+                self.processors.append(step.processor(sessions[-1], step.params))
+        except Exception:
+            failure = Failure()
+            self._log_step_error(f"step {step.name}", "start", failure)
+            for session in sessions:
+                session._move(Retired(self, self.info, self.publish))
+            self._close_steps(self.processors, spec.name)
+            self.info, self.processors, self._lanes = old_info, old_steps, old_lanes
+            for session in old_sessions:
+                session._move(self)
+            raise SwitchFailed(f"step {step.name} of pipeline {spec.name} failed to start: "
+                               f"{failure.getErrorMessage()}") from None
+        self.spec = spec
+        self._active = 1 if old_lanes[0] else 0
+        self.playbacks.end_steps("ended")  # the old steps' plays and says: ended for them
+        for lane in old_lanes[1:]:
+            released: list[Mark] = []
+            if lane is not None:
+                lane.clear(released)
+            for mark in released:
+                self._send_mark(mark)
+        retiring = self._retiring = self._close_steps(old_steps, old_info.pipeline)
+        retiring.addCallback(lambda _: setattr(self, "_retiring", None))
+        done: defer.Deferred[None] = defer.Deferred()
+        retiring.addCallback(lambda _: done.callback(None))
+        log.info("call switched pipeline {previous} -> {pipeline} uuid={uuid}",
+                 previous=old_info.pipeline, pipeline=spec.name, uuid=self.info.uuid)
+        if self._start_steps():
+            self._emit(Event("pipeline_switched", {"from": old_info.pipeline, "to": spec.name},
+                             CALL, self.call_time()), skip=-1)
+        return done
 
     # -- frames -------------------------------------------------------------------------
 
@@ -362,6 +424,13 @@ class Pipeline:
         """An event from a step (not delivered back to it) or from the app (position 0)."""
         self._emit(Event(kind, data, source, self.call_time()), skip=position - 1)
 
+    def publish(self, info: CallInfo, event: Event) -> None:
+        """One event to the application (``runtime.sinks``), never raising."""
+        try:
+            self.services.publish(info, event)
+        except Exception:
+            log.failure("publishing a call event failed uuid={uuid}", uuid=info.uuid)
+
     def _emit(self, event: Event, skip: int) -> None:
         """Deliver in order: events emitted while delivering wait for the one in hand."""
         self._events.append((event, skip))
@@ -371,10 +440,7 @@ class Pipeline:
         try:
             while self._events:
                 event, skip = self._events.popleft()
-                try:
-                    self.services.publish(self.info, event)
-                except Exception:
-                    log.failure("publishing a call event failed uuid={uuid}", uuid=self.info.uuid)
+                self.publish(self.info, event)
                 if self.closed:
                     continue  # a closed call's steps hear nothing more (call_ended: the app)
                 for index, processor in enumerate(self.processors):

@@ -225,6 +225,13 @@ class Playbacks:
         self._live = []
         return cut
 
+    def end_steps(self, outcome: Outcome) -> None:
+        """The steps were switched out: their playbacks (not the app's) end now."""
+        for p in self._live:
+            if p.position and p._outcome is None:
+                self.finish(p, outcome)
+        self.prune()
+
     def finish(self, playback: Playback, outcome: Outcome) -> None:
         """End one playback now (its Deferred, if ``say`` made one, fires with it)."""
         playback._heard = playback.samples if outcome == "played" else playback.heard_samples()

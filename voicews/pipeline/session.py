@@ -24,9 +24,11 @@ class Call(Protocol):
 
     info: CallInfo
     clock: IReactorTime
-    frames_in: int
-    closed: bool
 
+    @property
+    def frames_in(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
     @property
     def frames_out(self) -> int: ...
     def http(self) -> Any: ...
@@ -54,6 +56,10 @@ class Session:
         self._position = position
         self.name = name
         """The step's processor name, or ``"app"`` for the call's own session."""
+
+    def _move(self, call: Call) -> None:
+        """Act on `call` from now on (``Pipeline.switch`` retires a step's session)."""
+        self._pipeline = call
 
     # -- what a step may know ------------------------------------------------------------
 

@@ -58,6 +58,10 @@ class Prepared:
 class FileInject(Processor):
     name = "file-inject"
     Params = FileInjectParams
+    playback: Playback | None = None
+    """Interruptible: the file on the bus."""
+    fed = 0
+    """Interruptible: samples of the file queued on the bus."""
 
     @classmethod
     def prepare(cls, params: FileInjectParams, context) -> Prepared:
@@ -87,8 +91,8 @@ class FileInject(Processor):
             "uuid": session.info.uuid,
             "event": "finished",
         }
-        self.playback: Playback | None = None
-        self.fed = 0  # samples of the file queued on the bus (interruptible)
+        if params.interruptible:  # the default's frame path stays as it was
+            self.process = self._feed  # type: ignore[method-assign]
 
     def start(self) -> None:
         if self.params.interruptible:
@@ -108,7 +112,7 @@ class FileInject(Processor):
             self.playing = False
             self.session.notify(self.notify_payload)
 
-    def _feed(self, outbound: np.ndarray | None) -> np.ndarray | None:
+    def _feed(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
         """Interruptible: keep the bus a frame ahead; our output is what the bus replaces."""
         playback = self.playback
         assert playback is not None
@@ -146,8 +150,6 @@ class FileInject(Processor):
         return np.concatenate((chunk, self.silence[:missing]))
 
     def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
-        if self.playback is not None:
-            return self._feed(outbound)
         if not self.playing:
             if self.params.mode == "mix":
                 return outbound

@@ -26,7 +26,7 @@ from voicews.engines.vad import Transition, VadParams, VoiceActivity
 
 
 class Vad(Processor):
-    """Voice activity of the caller; parameters are the engine's :class:`VadParams`."""
+    """vad: voice activity of the caller as speech_started / speech_stopped events."""
 
     name = "vad"
     Params = VadParams

@@ -81,10 +81,44 @@ FRAMES_DROPPED = Counter(
 REJECTED = Counter(
     "voicews_rejected", "Requests and sockets refused, by reason", ["reason"], registry=REGISTRY
 )
+CONTROL_ACTIONS = Counter(
+    "voicews_control_actions",
+    "Control API requests (/calls), by action and result",
+    ["action", "result"],
+    registry=REGISTRY,
+)
+EVENTS = Counter(
+    "voicews_events", "Call events published to the application (callbacks, /events)",
+    registry=REGISTRY,
+)
+EVENTS_DELIVERED = Counter(
+    "voicews_events_delivered", "Call events the application's callback URL accepted (2xx)",
+    registry=REGISTRY,
+)
+EVENTS_DROPPED = Counter(
+    "voicews_events_dropped",
+    "Call events lost: sink callback (reason queue_full, failed, rejected, stopped) or "
+    "stream (reason slow_client, closed)",
+    ["sink", "reason"], registry=REGISTRY,
+)
+EVENT_POSTS = Counter(
+    "voicews_event_posts", "Callback POSTs by result (ok, retry, rejected)", ["result"],
+    registry=REGISTRY,
+)
+EVENTS_QUEUED = Gauge(
+    "voicews_events_queued", "Call events waiting for the callback URL (in flight included)",
+    registry=REGISTRY,
+)
+EVENT_STREAMS = Gauge("voicews_event_streams", "Open /events streams", registry=REGISTRY)
 PROCESSING = Histogram(
     "voicews_processing_seconds",
     "Pipeline time per inbound frame (one frame in PROCESSING_SAMPLE is timed)",
     buckets=(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2e-2),
+    registry=REGISTRY,
+)
+REACTOR_STALLS = Counter(
+    "voicews_reactor_stalls",
+    "Reactor turns longer than limits.stall_seconds (every call's audio waited)",
     registry=REGISTRY,
 )
 PROCESSING_SAMPLE = 16

@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from voicews.config.settings import Settings
 from voicews.pipeline.services import CallServices
 from voicews.runtime.calls import CallRegistry
+from voicews.runtime.events import EventBus
 
 if TYPE_CHECKING:
     from voicews.pipeline.events import Event
@@ -49,6 +50,13 @@ class Runtime:
         """This process's name among workers (``host:pid``)."""
         self.sinks: list[EventSink] = []
         """Where call events go besides the steps: HTTP callbacks, ``/events`` streams."""
+        self.call_watchers: list[Callable[[], None]] = []
+        """Told when a call has started or ended, after the plugins' hooks (the cluster link
+        registers the live calls again).  At an end the record is still in ``calls`` until
+        the reactor turn is over, so a watcher schedules its work rather than reading now."""
+        self.events = EventBus()
+        """Call events as the application gets them (see voicews/runtime/events.py)."""
+        self.sinks.append(self.events.publish)
         self._threads: ThreadPool | None = None
         self._http: Any = None
         self._http_pool: Any = None
@@ -96,9 +104,20 @@ class Runtime:
 
     def _call_started(self, session: Session) -> None:
         self.pm.hook.call_started(session=session)
+        self._calls_changed()
 
     def _call_ended(self, session: Session, outcome: str) -> None:
-        self.pm.hook.call_ended(session=session, outcome=outcome)
+        try:
+            self.pm.hook.call_ended(session=session, outcome=outcome)
+        finally:
+            self._calls_changed()
+
+    def _calls_changed(self) -> None:
+        for watcher in self.call_watchers:
+            try:
+                watcher()
+            except Exception:
+                log.failure("a call watcher raised")
 
     def publish(self, info: CallInfo, event: Event) -> None:
         """One call event to every sink (each bounded by itself: none may block)."""
@@ -119,11 +138,11 @@ class Runtime:
     def http(self) -> Any:
         """The shared treq HTTPClient (persistent connections), made on first use."""
         if self._http is None:
-            import treq
+            from treq.client import HTTPClient
             from twisted.web.client import Agent, HTTPConnectionPool
 
-            pool = self._http_pool = HTTPConnectionPool(self.clock, persistent=True)  # type: ignore[arg-type]
-            self._http = treq.HTTPClient(Agent(self.clock, pool=pool))  # type: ignore[arg-type]
+            pool = self._http_pool = HTTPConnectionPool(self.clock, persistent=True)
+            self._http = HTTPClient(Agent(self.clock, pool=pool))
         return self._http
 
     def stop(self) -> defer.Deferred[None]:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from voicews.simulator.events import EventWatch, events_url_for
 from voicews.simulator.socket import event_data, open_socket
 from voicews.simulator.spec import (
     DEFAULT_CONTENT_TYPE,
@@ -43,9 +45,16 @@ async def simulate_call(spec: CallSpec) -> CallResult:
             if digit not in DTMF_DIGITS:
                 raise SimulationError(f"DTMF digit {digit!r} is not one of 0-9 * #")
         if spec.socket_uri:
-            await open_socket(spec, result, spec.socket_uri, spec.content_type, spec.headers,
-                               handshake_authorization(spec.authorization,
-                                                       spec.signature_secret))
+            headers = dict(spec.headers)
+            if spec.events:  # the daemon knows a call by the uuid in its first message
+                if headers.get("uuid"):
+                    result.uuid = str(headers["uuid"])
+                else:
+                    headers["uuid"] = result.uuid
+            async with _watching(spec, result, spec.socket_uri):
+                await open_socket(spec, result, spec.socket_uri, spec.content_type, headers,
+                                   handshake_authorization(spec.authorization,
+                                                           spec.signature_secret))
         else:
             await _answered_call(spec, result)
     except SimulationError as exc:
@@ -80,13 +89,29 @@ async def _answered_call(spec: CallSpec, result: CallResult) -> None:
     await event("ringing")
     began = time.monotonic()
     start_time = datetime.now(UTC)
-    await open_socket(spec, result, uri, endpoint.content_type, endpoint.headers,
-                       authorization, on_open=lambda: event("answered"))
+    async with _watching(spec, result, uri):
+        await open_socket(spec, result, uri, endpoint.content_type, endpoint.headers,
+                           authorization, on_open=lambda: event("answered"))
     await event(
         "completed", duration=str(round(time.monotonic() - began)),
         start_time=start_time.isoformat(), end_time=datetime.now(UTC).isoformat(),
         rate="0.00", price="0", network="voicews-call",
     )
+
+
+@contextlib.asynccontextmanager
+async def _watching(spec: CallSpec, result: CallResult, socket_uri: str) -> AsyncIterator[None]:
+    """With ``spec.events``: subscribed to the call's events from before its socket opens
+    until its ``call_ended`` has arrived (bounded)."""
+    if not spec.events:
+        yield
+        return
+    watch = EventWatch(spec, result, spec.events_url or events_url_for(socket_uri))
+    await watch.start()
+    try:
+        yield
+    finally:
+        await watch.finish()
 
 
 async def simulate_calls(specs: Iterable[CallSpec]) -> list[CallResult]:

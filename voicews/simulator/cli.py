@@ -14,7 +14,8 @@ from pathlib import Path
 from voicews import __version__
 from voicews.audio.files import read_audio, write_wav
 from voicews.simulator.call import simulate_calls
-from voicews.simulator.spec import DEFAULT_CONTENT_TYPE, DTMF_DIGITS, CallSpec
+from voicews.simulator.events import describe
+from voicews.simulator.spec import DEFAULT_CONTENT_TYPE, DTMF_DIGITS, CallResult, CallSpec
 
 # -- command line --------------------------------------------------------------------------
 
@@ -48,9 +49,9 @@ def _positive(kind):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "voicews-call") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="voicews-call",
+        prog=prog,
         description="Play the Vonage side of a call against an answer URL (or a socket "
         "URL): stream a sound file, send DTMF, record what comes back.",
         epilog="Exit status: 0 when every call completed cleanly, 1 otherwise, 2 on bad "
@@ -84,15 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "host:port, or ws://host:port to change the scheme too")
     parser.add_argument("--to", default=CallSpec.to, help="called number")
     parser.add_argument("--from", dest="from_", default=CallSpec.from_, help="caller's number")
-    parser.add_argument("--content-type", default=DEFAULT_CONTENT_TYPE,
-                        help="with a socket URL: the call's audio/l16;rate=N")
+    parser.add_argument("--content-type", default=None,
+                        help="with a socket URL: the call's audio/l16;rate=N "
+                        f"(default {DEFAULT_CONTENT_TYPE})")
     parser.add_argument("--header", metavar="KEY=VALUE", type=_header, action="append",
                         default=[], help="with a socket URL: a first-message header, e.g. "
                         "pipeline=echo (repeatable)")
+    parser.add_argument("--events", action="store_true",
+                        help="print the call's events as they happen (transcripts, speech "
+                        "on/off, barge-in, dtmf), from the daemon's /events stream")
+    parser.add_argument("--events-url", metavar="URL",
+                        help="the daemon's /events (default: beside the call's socket)")
+    parser.add_argument("--control-token", metavar="TOKEN",
+                        default=os.environ.get("VOICEWS_CONTROL_TOKEN") or None,
+                        help="the daemon's security.control_token, for --events "
+                        "(default: $VOICEWS_CONTROL_TOKEN, as the daemon reads it)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="only the summary lines")
-    parser.add_argument("--version", action="version", version=f"voicews-call {__version__}")
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
     return parser
+
+
+def _print_event(result: CallResult, record: dict) -> None:
+    print(f"{result.label}: {describe(record)}", flush=True)
 
 
 def _record_path(path: str, index: int, calls: int) -> Path:
@@ -100,9 +115,9 @@ def _record_path(path: str, index: int, calls: int) -> Path:
     return p if calls == 1 else p.with_name(f"{p.stem}-{index}{p.suffix or '.wav'}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``voicews-call`` console script; returns the exit status."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "voicews-call") -> int:
+    """The ``voicews-call`` console script (and ``voicews call``); returns the exit status."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     # PyJWT warns about short HMAC keys; the secret is whatever the daemon was given.
     warnings.filterwarnings("ignore", message="The HMAC key is")
@@ -117,15 +132,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     direct = args.url.startswith(("ws://", "wss://"))
     if not direct and not args.url.startswith(("http://", "https://")):
         parser.exit(2, f"voicews-call: {args.url!r} is not an http(s):// or ws(s):// URL\n")
+    if not direct:  # the NCCO decides these: a value given here would be ignored
+        for option, given in (("--header", args.header), ("--content-type", args.content_type)):
+            if given:
+                parser.exit(2, f"voicews-call: {option} applies to a socket URL (ws:// or "
+                            "wss://) only; with an answer URL the NCCO sets the headers and "
+                            "the content type\n")
     specs = [
         CallSpec(
             answer_url="" if direct else args.url,
             socket_uri=args.url if direct else None,
-            content_type=args.content_type, headers=dict(args.header),
+            content_type=args.content_type or DEFAULT_CONTENT_TYPE, headers=dict(args.header),
             play=play, play_rate=play_rate, seconds=args.seconds, dtmf=list(args.dtmf),
             fast=args.fast, method=args.method, signature_secret=args.signature_secret,
             event_url=args.event_url, ws_host=args.ws_host, to=args.to, from_=args.from_,
             label=f"call {i}" if args.calls > 1 else "call",
+            events=args.events or bool(args.events_url), events_url=args.events_url,
+            control_token=args.control_token, on_event=_print_event,
         )
         for i in range(1, args.calls + 1)
     ]

@@ -38,8 +38,9 @@ def echo_lag(sent: np.ndarray, received: np.ndarray, rate: int,
              max_lag_seconds: float = 1.0, window_seconds: float = 5.0) -> int | None:
     """Samples by which `received` trails `sent`, when it is recognisably the same audio.
 
-    Normalised cross-correlation over the first few seconds; a peak below 0.8
-    (another signal, silence, heavy processing) means "cannot tell".
+    Normalised cross-correlation over the first few seconds, at lags where at least half
+    of them overlap; a peak below 0.8 (another signal, silence, heavy processing) means
+    "cannot tell".
     """
     n = min(len(sent), int(rate * window_seconds))
     max_lag = int(rate * max_lag_seconds)
@@ -60,8 +61,13 @@ def echo_lag(sent: np.ndarray, received: np.ndarray, rate: int,
     overlap = np.minimum(n, len(b) - lag_idx)
     energy_b = cb[lag_idx + overlap] - cb[lag_idx]
     energy_a = ca[overlap]
+    # A lag is judged on at least half the compared audio: over a few samples any two
+    # signals correlate perfectly (one sample always does), and a call no longer than its
+    # file leaves only such short overlaps at large lags.
+    enough = overlap >= max(frame_samples(rate), n // 2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        score = np.where(energy_a * energy_b > 0, corr / np.sqrt(energy_a * energy_b), 0.0)
+        score = np.where(enough & (energy_a * energy_b > 0),
+                         corr / np.sqrt(energy_a * energy_b), 0.0)
     best = int(np.argmax(score))
     return best if score[best] >= 0.8 else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,19 @@ class CallSpec:
     timeout: float = 10.0
     """HTTP and handshake timeout."""
     label: str = "call"
+    events: bool = False
+    """Subscribe to the daemon's ``/events`` for this call (from before its socket opens until
+    its ``call_ended``): ``CallResult.events``.  A socket URL without a ``uuid`` header gets
+    one (the result's uuid), so the stream can be filtered to this call."""
+    events_url: str | None = None
+    """Where ``/events`` is; default: beside the call's socket (ws://host/socket ->
+    http://host/events)."""
+    control_token: str | None = None
+    """The daemon's ``security.control_token``, sent as a Bearer token to ``/events``."""
+    events_wait: float = 10.0
+    """After the call, how long to wait for its ``call_ended`` event."""
+    on_event: Callable[[CallResult, dict[str, Any]], None] | None = None
+    """Called with each of the call's event records as it arrives (the CLI prints them)."""
 
 
 @dataclass
@@ -113,6 +127,10 @@ class CallResult:
     echo_latency_ms: float | None = None
     duration: float = 0.0
     errors: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """With ``CallSpec.events``: the call's event records from ``/events``, in order."""
+    events_received_at: list[float] = field(default_factory=list)
+    """When each of ``events`` arrived, in seconds since the call started (its first request)."""
 
     @property
     def ok(self) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from voicews import __version__
 from voicews.simulator.spec import CallResult, CallSpec, SimulationError, WebhookPost
-from voicews.vonage.tokens import make_token
+from voicews.vonage.tokens import make_token, query_payload
 
 log = logging.getLogger("voicews.simulator")
 
@@ -58,10 +58,13 @@ async def request_ncco(spec: CallSpec, call: dict[str, str]) -> list[Any]:
     if spec.method.upper() == "POST":
         body = json.dumps(call).encode()
         headers["Content-Type"] = "application/json"
+        headers = _signed(headers, spec.signature_secret, body)
     else:
         sep = "&" if urllib.parse.urlsplit(url).query else "?"
         url = f"{url}{sep}{urllib.parse.urlencode(call)}"
-    headers = _signed(headers, spec.signature_secret, body)
+        # Vonage signs a GET webhook's query parameters, as one compact JSON object.
+        query = query_payload(urllib.parse.urlsplit(url).query)
+        headers = _signed(headers, spec.signature_secret, query)
     try:
         status, reply = await asyncio.to_thread(
             _http, spec.method.upper(), url, body, headers, spec.timeout

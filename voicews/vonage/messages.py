@@ -47,6 +47,8 @@ def _json_object(payload: bytes, what: str) -> dict[str, Any]:
         data = json.loads(payload)
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(CLOSE_POLICY, f"{what} is not JSON") from None
+    except RecursionError:  # json's C scanner stops at Python's recursion limit (1000 deep)
+        raise ProtocolError(CLOSE_POLICY, f"{what} is nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError(CLOSE_POLICY, f"{what} is not a JSON object")
     return data

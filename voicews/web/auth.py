@@ -1,7 +1,8 @@
 """Who may talk to the daemon: signed webhooks, socket authorization, tokens for our pages.
 
 * Signed webhooks: with ``security.signature_secret`` every ``/webhooks/*`` request
-  must carry Vonage's HS256 JWT (``payload_hash`` = SHA-256 of the body).
+  must carry Vonage's HS256 JWT (``payload_hash`` = SHA-256 of the body, or of the
+  query parameters as compact JSON for a GET), each token accepted once.
 * Socket handshake authorization (``security.websocket_auth``): a Vonage JWT or a
   custom token, checked in the ``/socket`` route before Autobahn sees the request,
   so a refused handshake never reaches a pipeline.
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="voicews.web.auth")
 
+SEEN = vonage_jwt.SeenTokens()
+"""The ids of the Vonage tokens this process accepted lately (webhooks and socket
+handshakes): each is accepted once.  Per process: workers sharing a port do not share it."""
+
 
 class Refused(Exception):
     """A request we will not serve: HTTP `code`, a reason for the client and the log,
@@ -57,14 +62,18 @@ def check_webhook_signature(request: IRequest, settings: Settings) -> None:
     secret = settings.raw.security.signature_secret
     if not secret:
         return
-    body = b""
-    if request.content is not None:
-        body = request.content.read()
-        request.content.seek(0)
+    if request.method == b"POST":
+        signed = b""
+        if request.content is not None:
+            signed = request.content.read()
+            request.content.seek(0)
+    else:  # Vonage hashes a GET webhook's query parameters, so they cannot be swapped
+        signed = vonage_jwt.query_payload(request.uri.partition(b"?")[2].decode("utf-8", "replace"))
     try:
         token = vonage_jwt.bearer(header(request, "authorization"))
         vonage_jwt.verify_token(
-            token, secret, body or None, settings.raw.security.max_token_age
+            token, secret, max_age=settings.raw.security.max_token_age, signed=signed,
+            seen=SEEN,
         )
     except vonage_jwt.InvalidToken as exc:
         raise Refused(401, f"webhook signature refused: {exc}", "bad_signature") from None
@@ -107,8 +116,8 @@ def check_socket_handshake(request: IRequest, runtime: Runtime) -> None:
         assert security.signature_secret  # config.py requires it
         try:
             vonage_jwt.verify_token(
-                vonage_jwt.bearer(given), security.signature_secret, None,
-                security.max_token_age,
+                vonage_jwt.bearer(given), security.signature_secret,
+                max_age=security.max_token_age, seen=SEEN,
             )
         except vonage_jwt.InvalidToken as exc:
             raise Refused(403, f"socket authorization refused: {exc}", "socket_auth") from None
@@ -157,7 +166,11 @@ def is_public(host: str) -> bool:
 
 
 def open_doors(settings: Settings) -> list[str]:
-    """What anyone who can reach the port may do without credentials."""
+    """What anyone who can reach the port may do without credentials, each with its key.
+
+    (``websocket_auth: custom`` without a signature secret would hand the socket token to
+    anyone in the NCCO of an unsigned answer webhook: settings.py refuses that config.)
+    """
     security = settings.raw.security
     doors = []
     if not security.signature_secret:
@@ -166,15 +179,14 @@ def open_doors(settings: Settings) -> list[str]:
         doors.append("the socket has no authorization (security.websocket_auth)")
     if not security.metrics_token:
         doors.append("/metrics is open (security.metrics_token)")
+    if security.signature_secret and not security.max_token_age:
+        doors.append("signed tokens never expire (security.max_token_age is 0)")
     return doors
 
 
 def warn_if_exposed(host: str, settings: Settings) -> None:
-    """One warning at start when a public interface is served without authentication."""
-    if not is_public(host):
-        return
-    security = settings.raw.security
-    if security.signature_secret or security.websocket_auth != "none":
+    """One warning at start when a public interface is served with any door open."""
+    if not is_public(host) or not open_doors(settings):
         return
     log.warn(
         "listening on public interface {host} with no authentication: {doors}",

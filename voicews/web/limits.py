@@ -1,9 +1,12 @@
-"""The HTTP side's bounds: a whole request within a deadline, bodies within a size.
+"""The HTTP side's bounds: a whole request within a deadline, bodies within a size,
+answers that the client does not read within a size.
 
 A request must be fully received within ``limits.handshake_timeout`` (slow or
-half-open clients are dropped), and a body larger than ``limits.max_body_bytes``
-is answered 413 without being buffered.  Every refusal is one log line and one
-``voicews_rejected_total{reason}`` increment.
+half-open clients are dropped), a body larger than ``limits.max_body_bytes``
+is answered 413 without being buffered, and a connection that pipelines
+requests without reading the answers stops being read, then is dropped once
+:data:`MAX_UNSENT` more bytes of answers wait for it.  Every refusal is one log
+line and one ``voicews_rejected_total{reason}`` increment.
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from voicews.runtime import metrics
+from voicews.web import fdreserve
+from voicews.web.origin import valid_host
 
 if TYPE_CHECKING:
     from voicews.runtime.state import Runtime
 
 log = Logger(namespace="voicews.web.limits")
+
+MAX_UNSENT = 256 * 1024
+"""Bytes of answers a connection may have waiting, past the transport's own 64 KiB buffer,
+before it is dropped.  Our answers are at most a few KiB, so only a client that sends
+requests and never reads the answers gets here."""
 
 
 class GuardedRequest(Request):
@@ -55,19 +65,43 @@ class GuardedRequest(Request):
     def process(self):
         if self._too_big:
             return  # answered 413 already; the handler must not run on a cut body
+        host = self.getHeader(b"host")
+        if host is not None and not valid_host(host.decode("latin-1")):
+            # Before routing: werkzeug's own check of a bad Host would be a 500.
+            self._refuse_bad_host()
+            return
         super().process()
+
+    def _refuse_bad_host(self) -> None:
+        reason = "Host is not a valid host[:port]"
+        log.warn(
+            "{method} {path} from {peer} refused 400: {reason}",
+            method=self.method.decode("latin-1"), path=self.path.decode("utf-8", "replace"),
+            peer=_peer(self.channel.transport), reason=reason, rejected="bad_request",
+        )
+        metrics.rejected("bad_request")
+        body = json.dumps({"error": reason}).encode()
+        self.setResponseCode(400)
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
+    def requestReceived(self, command, path, version):  # noqa: N802
+        if self._too_big:
+            return  # answered 413 already; the rest of the body went nowhere
+        super().requestReceived(command, path, version)
 
     def _refuse_body(self, reason: str) -> None:
         self._too_big = True
         self.content = _Discard()
         channel = self.channel
         transport = channel.transport
-        peer = transport.getPeer() if transport is not None else None
         log.warn(
             "{method} {path} from {peer} refused 413: {reason}",
             method=(getattr(channel, "_command", b"?") or b"?").decode("latin-1"),
             path=(getattr(channel, "_path", b"?") or b"?").decode("utf-8", "replace"),
-            peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
+            peer=_peer(transport),
             reason=reason, rejected="body_too_big",
         )
         metrics.rejected("body_too_big")
@@ -81,13 +115,21 @@ class GuardedRequest(Request):
         transport.loseConnection()
 
 
+def _peer(transport) -> str:
+    peer = transport.getPeer() if transport is not None else None
+    return f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+
+
 class _Discard:
-    """Where the rest of a refused body goes."""
+    """Where the rest of a refused body goes: an empty file that forgets what is written."""
 
     def write(self, data: bytes) -> None:
         pass
 
     def seek(self, *args) -> int:
+        return 0
+
+    def tell(self) -> int:
         return 0
 
     def read(self, *args) -> bytes:
@@ -108,10 +150,83 @@ class GuardedChannel(HTTPChannel):
     """
 
     _deadline = None
+    _unsent = 0
+    _dropped = False
 
     def connectionMade(self):  # noqa: N802
         super().connectionMade()
         self._arm()
+        site = self.site
+        if not site.fd_reserve_checked:
+            # The port that accepted us (tcp.Server.server, under TLS one layer down): from
+            # now on an EMFILE there answers 503.  VoicewsService may install it at listen.
+            site.fd_reserve_checked = True
+            transport, port = self.transport, None
+            for _ in range(3):
+                port = getattr(transport, "server", None)
+                if port is not None:
+                    break
+                transport = getattr(transport, "transport", None)
+            if port is not None and not fdreserve.install(port, site.reactor):
+                log.info("out-of-descriptor answers (503) are off for this kind of port")
+
+    # -- answers the client does not read ------------------------------------------------
+    #
+    # The transport calls pauseProducing once its buffer passes 64 KiB.  Twisted's HTTPChannel
+    # then stops reading the socket only when no request is being handled, and every request
+    # of a pipelined flood is handled as it is parsed, so the socket was read (and answered
+    # into memory) without end.  Here reading stops whatever the state, and answers written
+    # while paused are counted: past MAX_UNSENT the connection is dropped.
+
+    def pauseProducing(self):  # noqa: N802
+        super().pauseProducing()
+        if self.transport is not None and self._handlingRequest:  # None: upgraded to a socket
+            self._networkProducer.pauseProducing()
+
+    def resumeProducing(self):  # noqa: N802
+        self._unsent = 0
+        super().resumeProducing()
+
+    def writeHeaders(self, version, code, reason, headers):  # noqa: N802
+        size = len(version) + len(reason) + 8
+        for name, values in headers.getAllRawHeaders():
+            size += sum(len(name) + len(value) + 4 for value in values)
+        self._count_unsent(size)
+        super().writeHeaders(version, code, reason, headers)
+
+    def write(self, data):
+        self._count_unsent(len(data))
+        super().write(data)
+
+    def writeSequence(self, iovec):  # noqa: N802
+        self._count_unsent(sum(map(len, iovec)))
+        super().writeSequence(iovec)
+
+    def _count_unsent(self, size: int) -> None:
+        if not self._waitingForTransport or self._dropped:
+            return
+        self._unsent += size
+        if self._unsent <= MAX_UNSENT or self.transport is None:
+            return
+        self._dropped = True
+        peer = self.transport.getPeer()
+        log.warn(
+            "dropped connection from {peer}: not reading its responses "
+            "({unsent} bytes waiting past the socket buffer)",
+            peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
+            unsent=self._unsent, rejected="unread_responses",
+        )
+        metrics.rejected("unread_responses")
+        self.transport.abortConnection()
+
+    def lineReceived(self, line):  # noqa: N802
+        if self._dropped:
+            return True  # stops LineReceiver's loop over requests already read
+        return super().lineReceived(line)
+
+    def rawDataReceived(self, data):  # noqa: N802
+        if not self._dropped:
+            super().rawDataReceived(data)
 
     def _arm(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -157,6 +272,7 @@ class GuardedSite(Site):
 
     protocol = GuardedChannel
     requestFactory = GuardedRequest
+    fd_reserve_checked = False
 
     def __init__(self, resource, runtime: Runtime, reactor=None) -> None:
         super().__init__(resource, requestFactory=GuardedRequest, reactor=reactor)

@@ -1,9 +1,9 @@
 """The daemon's one HTTP resource tree: everything that answers on the port.
 
 Each concern is its own Klein app, mounted here under its path: Vonage's
-webhooks (``/webhooks/``), and beside them ``/health``, ``/metrics`` and the
-door to the call socket (``/socket``).  A new concern adds its module and one
-route here.
+webhooks (``/webhooks/``), the control API (``/calls``), and beside them
+``/health``, ``/metrics`` and the door to the call socket (``/socket``).  A new
+concern adds its module and one route here.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from voicews.call.protocol import CallFactory
 from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
 from voicews.web import auth
+from voicews.web.control import ControlApi
+from voicews.web.events import EventStreams
 from voicews.web.webhooks import Webhooks, json_response
 
 
@@ -27,8 +29,11 @@ class Root:
 
     def __init__(self, runtime: Runtime, factory: CallFactory) -> None:
         self.runtime = runtime
+        self.factory = factory
         self.socket = WebSocketResource(factory)
         self.webhooks = Webhooks(runtime)
+        self.control = ControlApi(runtime)
+        self.events = EventStreams(runtime)
 
     @app.handle_errors(auth.Refused)
     def refused(self, request: IRequest, failure) -> bytes:
@@ -38,6 +43,13 @@ class Root:
     @app.route("/webhooks/", branch=True)
     def webhooks_branch(self, request: IRequest):
         return self.webhooks.app.resource()
+
+    @app.route("/calls", branch=True)
+    def control_branch(self, request: IRequest):
+        return self.control.app.resource()
+    @app.route("/events", branch=True)
+    def events_branch(self, request: IRequest):
+        return self.events.app.resource()
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
@@ -49,6 +61,7 @@ class Root:
                 "version": __version__,
                 "active_calls": len(runtime.calls),
                 "pipelines": sorted(runtime.settings.pipelines),
+                "fast_path": self.factory.fast_path,
             },
         )
 

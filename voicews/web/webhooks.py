@@ -17,6 +17,7 @@ from twisted.web.iweb import IRequest
 from voicews.runtime.state import Runtime
 from voicews.web import auth
 from voicews.web.ncco import answer_ncco, fallback_ncco
+from voicews.web.origin import request_origin
 
 log = Logger(namespace="voicews.web.webhooks")
 
@@ -47,6 +48,8 @@ def request_fields(request: IRequest) -> dict[str, Any]:
             data = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
+        except RecursionError:  # json's C scanner stops at Python's recursion limit
+            raise BadRequest("JSON body is nested too deeply") from None
         if not isinstance(data, dict):
             raise BadRequest("JSON body must be an object")
         fields.update(data)
@@ -60,24 +63,42 @@ def request_fields(request: IRequest) -> dict[str, Any]:
     return fields
 
 
-def call_fields(fields: dict[str, Any]) -> dict[str, str]:
-    """The call identifiers as strings; an object or list where Vonage sends text is a 400."""
-    call = {}
-    for key in ("uuid", "conversation_uuid", "from", "to"):
+FIELD_LIMITS = {"uuid": 64, "conversation_uuid": 64, "from": 128, "to": 128, "status": 32}
+"""Characters allowed in each webhook field we log or put in an NCCO.  Vonage's uuids are
+36 characters (conversation uuids 40), numbers at most 15 digits, SIP or app endpoints a
+few dozen characters, statuses one word: a longer value is not from Vonage."""
+
+FALLBACK_REASON_LIMIT = 256
+"""The fallback webhook's `reason` is logged cut to this many characters."""
+
+
+def bounded_fields(fields: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
+    """`keys` of `fields` as strings; 400 for an object or list, or a value over its bound."""
+    out = {}
+    for key in keys:
         value = fields.get(key)
         if isinstance(value, (dict, list)):
             raise BadRequest(f"field {key!r} must be a string")
-        if value is not None and value != "":
-            call[key] = str(value)
-    return call
+        if value is None or value == "":
+            continue
+        text = str(value)
+        if len(text) > FIELD_LIMITS[key]:
+            raise BadRequest(f"field {key!r} is longer than {FIELD_LIMITS[key]} characters")
+        out[key] = text
+    return out
 
 
-def is_secure(request: IRequest) -> bool:
-    """Whether the caller reached us over TLS, directly or through a proxy that says so."""
-    if request.isSecure():
-        return True
-    proto = auth.header(request, "x-forwarded-proto") or ""
-    return proto.split(",")[0].strip().lower() in ("https", "wss")
+def call_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """The call identifiers as strings; an object or list where Vonage sends text is a 400."""
+    return bounded_fields(fields, ("uuid", "conversation_uuid", "from", "to"))
+
+
+def _cut(value: Any, limit: int) -> str | None:
+    """A field of a request we answer whatever it holds (the fallback): cut for the log."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)[: limit + 1]
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def json_response(request: IRequest, data: Any, code: int = 200) -> bytes:
@@ -104,8 +125,10 @@ class Webhooks:
         auth.check_webhook_signature(request, self.runtime.settings)
         call = call_fields(request_fields(request))
         settings = self.runtime.settings
-        host = auth.header(request, "x-forwarded-host") or auth.header(request, "host")
-        ncco, pipeline = answer_ncco(settings, call, host, is_secure(request))
+        host, secure = (None, False) if settings.raw.public_url else request_origin(
+            request, settings
+        )
+        ncco, pipeline = answer_ncco(settings, call, host, secure)
         uuid = call.get("uuid")
         log.info(
             "answer uuid={uuid} from={caller} to={to} pipeline={pipeline}",
@@ -116,7 +139,7 @@ class Webhooks:
     @app.route("/event", methods=["GET", "POST"])
     def event(self, request: IRequest) -> bytes:
         auth.check_webhook_signature(request, self.runtime.settings)
-        data = request_fields(request)
+        data = bounded_fields(request_fields(request), ("uuid", "conversation_uuid", "status"))
         uuid, status = data.get("uuid"), data.get("status")
         log.info(
             "event uuid={uuid} status={status}", uuid=uuid, status=status,
@@ -134,6 +157,7 @@ class Webhooks:
             data = {}
         log.warn(
             "fallback answer for uuid={uuid}: reason={reason}",
-            uuid=data.get("uuid"), reason=data.get("reason"),
+            uuid=_cut(data.get("uuid"), FIELD_LIMITS["uuid"]),
+            reason=_cut(data.get("reason"), FALLBACK_REASON_LIMIT),
         )
         return json_response(request, fallback_ncco())

@@ -39,7 +39,7 @@ class Bitcrush(Processor):
     Params = BitcrushParams
 
     @classmethod
-    def prepare(cls, params: BitcrushParams, context: PrepareContext) -> int:
+    def prepare(cls, params: BitcrushParams, context: PrepareContext) -> np.int16:
         """Runs once when config.yaml is loaded, not per call.
 
         Check the parameters here (a ValueError becomes a config error naming

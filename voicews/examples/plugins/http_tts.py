@@ -90,7 +90,8 @@ class HttpTts:
     @defer.inlineCallbacks
     def _request(self, text: str, voice: str | None):
         self.requests += 1
-        headers = {"Authorization": f"Bearer {self.params.token}"} if self.params.token else {}
+        headers: dict[bytes | str, bytes | str] = (
+            {"Authorization": f"Bearer {self.params.token}"} if self.params.token else {})
         try:
             response = yield treq.post(self.params.url, json={"text": text, "voice": voice},
                                        headers=headers, timeout=self.params.timeout)

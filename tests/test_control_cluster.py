@@ -1,0 +1,125 @@
+"""Two twistd workers sharing one Redis act as one control API.
+
+Worker A holds a call (the simulator, paced in real time); everything is asked of worker
+B.  Redis is a real redis-server on a loopback port, stopped mid-call by its PID and
+started again: the call's audio must not notice (bit-exact echo throughout), B answers
+503 meanwhile, A still acts on its own call, and once Redis is back B reaches the call
+again without either worker being restarted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from test_cluster import RedisServer, needs_redis
+from test_control import RATE, TOKEN, Live, api
+
+from voicews.audio.samples import db_to_factor, saturate
+
+from conftest import Daemon, base_config
+
+N = RATE // 50
+
+
+def worker(folder, name: str, redis_url: str) -> Daemon:
+    path = folder / name
+    path.mkdir()
+    config = base_config(
+        security={"control_token": TOKEN},
+        cluster={"redis": redis_url, "refresh": 0.2, "ttl": 1.0, "request_timeout": 2.0},
+    )
+    return Daemon(path, config).start()
+
+
+def wait_for(check, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def listed(daemon: Daemon) -> dict[str, str]:
+    """uuid -> worker, as `daemon` lists every worker's calls (empty unless 200)."""
+    status, answer = api(daemon, "GET", "/calls")
+    return {c["uuid"]: c["worker"] for c in answer["calls"]} if status == 200 else {}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    redis = RedisServer().start()
+    workers = []
+    try:
+        workers.append(worker(folder, "a", redis.url))
+        workers.append(worker(folder, "b", redis.url))
+        yield redis, workers[0], workers[1]
+    finally:
+        for daemon in workers:
+            daemon.stop()
+        redis.cleanup()
+
+
+@needs_redis
+def test_a_call_held_by_a_is_listed_switched_and_hung_up_through_b(cluster):
+    redis, a, b = cluster
+    voice = np.random.default_rng(5).integers(-8000, 8000, 30 * RATE).astype("<i2")
+    held = Live(a, "held-by-a", play=voice, seconds=30)
+    other = Live(b, "held-by-b", seconds=1.0)
+    name_a = held.info()["worker"]
+    assert other.info()["worker"] != name_a
+    both = {"held-by-a", "held-by-b"}
+    wait_for(lambda: both <= set(listed(b)) and both <= set(listed(a)), "both calls on both")
+    assert listed(b)["held-by-a"] == name_a
+    status, info = api(b, "GET", "/calls/held-by-a")
+    assert status == 200 and info["worker"] == name_a and info["pipeline"] == "echo"
+    assert other.end().ok
+
+    # Redis goes away mid-call: B cannot reach A's call (503, fast), A still can.
+    redis.stop()
+    a.wait_log("cross-worker control answers 503")
+    b.wait_log("cross-worker control answers 503")
+    for _ in range(5):
+        started = time.monotonic()
+        status, answer = api(b, "POST", "/calls/held-by-a/pipeline", {"name": "louder"})
+        assert status == 503 and f"127.0.0.1:{redis.port}" in answer["error"]
+        assert time.monotonic() - started < 1.0
+    status, answer = api(b, "GET", "/calls")
+    assert status == 503 and answer["complete"] is False and answer["calls"] == []
+    status, answer = api(a, "GET", "/calls")  # A lists what it holds, in the 503's body
+    assert status == 503 and [c["uuid"] for c in answer["calls"]] == ["held-by-a"]
+    assert api(a, "POST", "/calls/held-by-a/notify", {"payload": {"local": True}})[0] == 200
+
+    # Redis is back (same port, empty): the workers reconnect and register by themselves.
+    redis.start()
+    wait_for(lambda: listed(b).get("held-by-a") == name_a, "A's call listed by B again")
+    frames = held.info()["frames_in"]
+    status, answer = api(b, "POST", "/calls/held-by-a/pipeline", {"name": "louder"})
+    assert status == 200 and (answer["worker"], answer["previous"]) == (name_a, "echo")
+    switched_by = held.info()["frames_in"]
+    assert listed(b)["held-by-a"] == name_a
+    held.wait_frames(switched_by + 25)
+    status, answer = api(b, "POST", "/calls/held-by-a/hangup", {})
+    assert (status, answer["outcome"], answer["worker"]) == (200, "hangup_api", name_a)
+
+    result = held.end()
+    assert (result.close_code, result.closed_by) == (1000, "server")
+    heard = result.received.reshape(-1, N)
+    sent = result.sent.reshape(-1, N)[: len(heard)]
+    echoed = np.all(heard == sent, axis=1)
+    switch = int(np.argmin(echoed))
+    assert frames <= switch <= switched_by
+    assert echoed[:switch].all()  # bit-exact through the whole outage
+    louder = saturate(sent[switch:].astype(np.float64) * db_to_factor(6))
+    assert np.array_equal(heard[switch:], louder)
+    assert "outcome=hangup_api" in a.wait_log("call ended uuid=held-by-a")
+    assert "control hangup uuid=held-by-a routed here -> 200" in a.log()
+    assert f"control hangup uuid=held-by-a -> 200 worker={name_a}" in b.log()
+    for daemon in (a, b):  # one line per outage, however many requests met it
+        assert daemon.log().count("cross-worker control answers 503") == 1
+        assert daemon.log().count("registers its calls again") == 1
+    assert api(b, "GET", "/calls/held-by-a")[0] == 404
