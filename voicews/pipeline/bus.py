@@ -15,13 +15,14 @@ grow memory.
 
 Each chunk belongs to a :class:`~voicews.pipeline.playback.Playback`; taking a frame
 counts the playback's samples out and notes where its first one sits in the output
-stream (``base``: the stream index of the frame being made), which is how a barge-in
+stream (``base()``: the stream index of the frame being made), which is how a barge-in
 knows how much of it the caller heard.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,10 +74,12 @@ class Lane:
         """Release `mark` once everything queued before it has been taken."""
         self._chunks.append(mark)
 
-    def take(self, out: np.ndarray | None, due: list[Any], base: int) -> np.ndarray | None:
+    def take(self, out: np.ndarray | None, due: list[Any],
+             base: Callable[[], int]) -> np.ndarray | None:
         """Mix the next frame of queued audio into `out`; markers reached go to `due`.
 
-        `base` is where this frame starts in the stream of samples sent to the caller.
+        `base()` says where this frame starts in the stream of samples sent to the caller
+        (asked only when a playback's first sample goes out).
 
         A frame cut short by a marker (the end of a prompt whose length is not a
         whole number of frames) is padded with silence, so the notify behind it
@@ -100,7 +103,7 @@ class Lane:
             start = self._offset
             piece = samples[start : start + need]
             if playback.start is None:
-                playback.start = base + frame - need
+                playback.start = base() + frame - need
             playback.taken += len(piece)
             parts.append(piece)
             need -= len(piece)

@@ -269,26 +269,28 @@ class Pipeline:
 
     def _through_bus(self, inbound: np.ndarray) -> np.ndarray | None:
         lanes = self._lanes
-        sender = self.sender
-        # Where this frame will sit in the stream sent to the caller.
-        base = ((sender.frames_sent + sender.queued_frames) * self.info.frame_samples
-                + self.framer.pending)
         outbound = None
         lane = lanes[0]
         if lane:
-            outbound = self._take(lane, None, base)
+            outbound = self._take(lane, None)
         for position, processor in enumerate(self.processors, start=1):
             outbound = processor.process(inbound, outbound)
             lane = lanes[position]
             if lane:
-                outbound = self._take(lane, outbound, base)
+                outbound = self._take(lane, outbound)
         return outbound
 
-    def _take(self, lane: Lane, outbound: np.ndarray | None, base: int) -> np.ndarray | None:
-        outbound = lane.take(outbound, self._due, base)
+    def _take(self, lane: Lane, outbound: np.ndarray | None) -> np.ndarray | None:
+        outbound = lane.take(outbound, self._due, self._base)
         if not lane:
             self._active -= 1
         return outbound
+
+    def _base(self) -> int:
+        """Where the frame being made will sit in the stream of samples sent to the caller."""
+        sender = self.sender
+        return ((sender.frames_sent + sender.queued_frames) * self.info.frame_samples
+                + self.framer.pending)
 
     # -- what sessions do ----------------------------------------------------------------
 
