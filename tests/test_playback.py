@@ -256,3 +256,28 @@ def test_say_from_a_step_enters_the_bus_at_that_step():
     assert values(call) == [(500, 3), (0, 1)]
     assert call.pipeline.session.playing == [] and call.texts() == [
         {"action": "notify", "payload": {"say": 1}}]
+
+
+def test_a_switch_ends_what_the_old_steps_play_and_say_not_what_the_app_plays():
+    from voicews.pipeline.steps import PipelineSpec, Step
+
+    tts = ScriptedTts()
+
+    class Talker(Player):
+        name = "talker"
+
+        def start(self):
+            self.said = said(self.session.say("never heard"))
+
+    call = call_with([Echo, Talker], [None, PlayParams(notify=True)], rate=RATE, tts=tts)
+    app = call.pipeline.session.play(level(300, 50), label="app")
+    call.frames(5)
+    talker = call.pipeline.processors[1]
+    call.pipeline.switch(PipelineSpec("echo", (Step("echo", Echo, None),)))
+    assert talker.playback.outcome == "ended" and talker.playback.heard == pytest.approx(0.1)
+    assert talker.said[0].outcome == "ended" and tts.cancelled == ["never heard"]
+    assert call.texts() == [{"action": "notify", "payload": {"mark": "prompt"}}]  # released
+    call.frames(10)
+    assert app.playing and app.heard == pytest.approx(0.3)
+    assert call.pipeline.session.playing == [app]
+    assert set(call.audio()[-N:].tolist()) == {300}  # the app's prompt alone, no talker

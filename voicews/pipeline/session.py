@@ -145,7 +145,8 @@ class Session:
         ``outcome`` is ``"played"`` when Vonage's notify for it came back (all heard),
         ``"interrupted"`` when a clear (a barge-in, ``session.clear``, a DTMF stop)
         dropped it, with ``heard`` saying how many seconds the caller heard (0 when it
-        was still being synthesized), and ``"ended"`` when the call ended first.  It
+        was still being synthesized), and ``"ended"`` when the call ended first (or
+        this step was switched out with its pipeline).  It
         fails, with nothing played, on bad input (ValueError: text too long, unknown
         voice or option) or when the engine fails (voicews.engines.tts.SpeechError).
         """
