@@ -13,6 +13,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +35,7 @@ from voicews.simulator import CallResult, echo_lag, simulate_socket
 from voicews.testing import call_with
 
 from bots import Bot, Session, TwilioBot, VonageBot
-from conftest import Daemon, base_config, free_port
+from conftest import REPO, Daemon, base_config, free_port
 
 SPEECH = "/work/shared/data/speech/two_cities.wav"
 RATE = 16000
@@ -56,7 +59,32 @@ def bots():
 
 
 @pytest.fixture(scope="module")
-def daemon(bots, tmp_path_factory):
+def doc_bot(tmp_path_factory):
+    """The example bot of docs/bridge.md, run as its reader would: a process of its own."""
+    page = (REPO / "docs" / "bridge.md").read_text()
+    code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
+    workdir = tmp_path_factory.mktemp("doc-bot")
+    (workdir / "bot.py").write_text(code)
+    port = free_port()
+    out = (workdir / "out.txt").open("w")
+    proc = subprocess.Popen([sys.executable, "bot.py", str(port)], cwd=workdir, stdout=out,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "the bot did not start"
+            time.sleep(0.02)
+    yield f"ws://127.0.0.1:{port}/", workdir / "out.txt"
+    proc.terminate()
+    proc.wait(5)
+    out.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(bots, doc_bot, tmp_path_factory):
     tw, vo, quiet, vquiet = (bots[k].url for k in ("tw", "vo", "tw_quiet", "vo_quiet"))
     nobody = f"ws://127.0.0.1:{free_port()}/stream"
 
@@ -75,6 +103,7 @@ def daemon(bots, tmp_path_factory):
         "refused": [bridge(bots["refusing"].url, "vonage")],
         "tw_continue": [bridge(tw, on_failure="continue")],
         "tw_reconnect": [bridge(tw, reconnect={"tries": 2, "initial_delay": 0.05})],
+        "doc": [bridge(doc_bot[0])],
     }
     workdir = tmp_path_factory.mktemp("bridge-daemon")
     d = Daemon(workdir, base_config(pipelines=pipelines)).start()
@@ -145,7 +174,7 @@ def log_count(daemon: Daemon, text: str) -> int:
 def test_a_twilio_bot_hears_the_caller_and_the_caller_hears_its_inverted_echo(
         daemon, bots, speech):
     bot = bots["tw"]
-    call_uuid, future = call(daemon, "tw", play=speech, dtmf=[("5", 0.5)])
+    call_uuid, future = call(daemon, "tw", play=speech, seconds=1.4, dtmf=[("5", 0.5)])
     result = future.result(30)
     assert result.ok, result.error
     session = ended(session_of(bot, call_uuid))
@@ -176,13 +205,13 @@ def test_a_twilio_bot_hears_the_caller_and_the_caller_hears_its_inverted_echo(
     # Marks after each echo were answered in order once their audio had played.
     answered = bot.marks_back(session)
     assert answered == [f"echo {i + 1}" for i in range(len(answered))]
-    assert len(answered) >= session.echoed - 5
+    assert len(result.received) // FRAME - 5 <= len(answered) <= session.echoed
 
 
 def test_a_vonage_protocol_bot_gets_the_frames_bit_exact_and_its_echo_is_played(
         daemon, bots, speech):
     bot = bots["vo"]
-    call_uuid, future = call(daemon, "vo", play=speech, dtmf=[("7", 0.4)])
+    call_uuid, future = call(daemon, "vo", play=speech, seconds=1.4, dtmf=[("7", 0.4)])
     result = future.result(30)
     assert result.ok, result.error
     session = ended(session_of(bot, call_uuid))
@@ -196,7 +225,7 @@ def test_a_vonage_protocol_bot_gets_the_frames_bit_exact_and_its_echo_is_played(
     assert [(m["digit"], m["duration"]) for m in session.events("websocket:dtmf")] == [("7", 260)]
     answered = bot.notifies_back(session)
     assert answered == [{"echo": i + 1} for i in range(len(answered))]
-    assert len(answered) >= session.echoed - 5
+    assert len(result.received) // FRAME - 5 <= len(answered) <= session.echoed
 
 
 # -- marks and clear --------------------------------------------------------------------------
@@ -210,14 +239,14 @@ def _marks_and_clear(daemon, bot, pipeline: str, play, mark, answers, clear) -> 
     sent = time.monotonic()
     mark(session, "idle")
     wait_for(lambda: len(answers(session)) == 1, label="idle mark")
-    assert time.monotonic() - sent < 0.3  # nothing queued: answered at once
+    assert time.monotonic() - sent < 0.5  # nothing queued: answered at once
 
     play(session, 1.0)
     sent = time.monotonic()
     mark(session, "tone")
     wait_for(lambda: len(answers(session)) == 2, label="tone mark")
     waited = time.monotonic() - sent
-    assert 0.9 <= waited <= 1.5, waited  # once its second of audio had played
+    assert 0.9 <= waited <= 2.0, waited  # once its second of audio had played
 
     play(session, 3.0)
     mark(session, "cut")
@@ -225,13 +254,13 @@ def _marks_and_clear(daemon, bot, pipeline: str, play, mark, answers, clear) -> 
     cleared = time.monotonic()
     clear(session)
     wait_for(lambda: len(answers(session)) == 3, label="cut mark")
-    assert time.monotonic() - cleared < 0.3  # the clear answered it, not its audio
+    assert time.monotonic() - cleared < 0.5  # the clear answered it, not its audio
     result = future.result(30)
     assert result.ok, result.error
     assert answers(session) == ["idle", "tone", "cut"]
     assert {"action": "clear"} in result.commands
     # 1 s of tone, then about 0.3 s of the 3 s one: the rest was cleared.
-    assert 60 <= loud_frames(result.received) <= 90, loud_frames(result.received)
+    assert 60 <= loud_frames(result.received) <= 100, loud_frames(result.received)
     return session
 
 
@@ -267,18 +296,19 @@ def test_vonage_notifies_are_answered_after_their_audio_and_clear_cuts_it(daemon
 
 def test_a_bot_flooding_audio_is_held_to_the_lead_limit(daemon, bots):
     bot = bots["tw_quiet"]
-    call_uuid, future = call(daemon, "tw_flood", seconds=1.5)
+    call_uuid, future = call(daemon, "tw_flood", seconds=1.0)
     session = session_of(bot, call_uuid)
     bot.play(session, g711.encode(tone(8000, 30.0, 440)), chunk=8000)  # 30 s in 1 s messages
     bot.mark(session, "flooded")
     result = future.result(30)
     assert result.ok, result.error
-    # 0.5 s ahead of the caller's ear is kept (max_lead_seconds), the rest dropped.
-    assert loud_frames(result.received) <= 0.7 / 0.02
+    # 0.5 s ahead of the caller's ear is kept (max_lead_seconds), the rest dropped: what
+    # the caller heard is what played during the (1 s) call, the rest of the 30 s is counted.
+    assert loud_frames(result.received) <= result.frames_sent
     assert bot.marks_back(session) == ["flooded"]
     log = daemon.wait_log(f"audio dropped past the lead limit, 0 messages ignored uuid={call_uuid}")
     dropped = re.search(rf"(\d+\.\d+) s of the bot's audio dropped[^\n]*{call_uuid}", log)
-    assert dropped and 29.0 <= float(dropped.group(1)) <= 29.6
+    assert dropped and 28.4 <= float(dropped.group(1)) <= 29.6
     assert log.count(f"faster than it plays; dropping what is over 0.5 s ahead "
                      f"(max_lead_seconds) uuid={call_uuid}") == 1
 
@@ -288,7 +318,7 @@ def test_a_bot_flooding_audio_is_held_to_the_lead_limit(daemon, bots):
 
 def test_garbage_from_the_bot_is_ignored_with_one_log_line(daemon, bots, speech):
     bot = bots["vo"]
-    call_uuid, future = call(daemon, "vo", play=speech)
+    call_uuid, future = call(daemon, "vo", play=speech, seconds=1.4)
     session = session_of(bot, call_uuid)
     wait_for(lambda: session.echoed > 5, label="echo")
     for junk in ("not json", b"\x01\x02\x03", '{"action": "dance"}', "[1, 2]",
@@ -307,7 +337,7 @@ def test_garbage_from_the_bot_is_ignored_with_one_log_line(daemon, bots, speech)
 
 def test_nothing_listening_hangs_up_with_1014_or_goes_on_with_continue(daemon, speech):
     _, hangup = call(daemon, "nobody_hangup", play=speech)
-    _, goes_on = call(daemon, "nobody_continue", play=speech)
+    _, goes_on = call(daemon, "nobody_continue", play=speech, seconds=1.0)
     refused_uuid, refused = call(daemon, "refused", play=speech)
     result = hangup.result(30)
     assert (result.close_code, result.closed_by) == (1014, "server")
@@ -327,7 +357,7 @@ def test_nothing_listening_hangs_up_with_1014_or_goes_on_with_continue(daemon, s
 
 def _mid_call(daemon, bots, pipeline: str, action) -> tuple[CallResult, Session]:
     bot = bots["tw"]
-    call_uuid, future = call(daemon, pipeline, seconds=1.5)
+    call_uuid, future = call(daemon, pipeline, seconds=1.0)
     session = session_of(bot, call_uuid)
     wait_for(lambda: session.echoed > 10, label="echo")
     action(bot, session)
@@ -338,7 +368,7 @@ def test_the_bot_closing_normally_ends_the_call_normally(daemon, bots):
     result, _ = _mid_call(daemon, bots, "tw", lambda bot, s: bot.close(s, 1000, "bye"))
     assert (result.close_code, result.closed_by) == (1000, "server")
     assert "far end closed the socket with code 1000 (bye)" in result.close_reason
-    assert result.frames_sent < 60  # well before the call's 1.5 s
+    assert result.frames_sent < 40  # well before the call's 1 s
 
 
 def test_the_bot_dropping_hangs_up_with_1014(daemon, bots):
@@ -350,7 +380,7 @@ def test_the_bot_dropping_hangs_up_with_1014(daemon, bots):
 def test_the_bot_dropping_with_continue_keeps_the_call(daemon, bots):
     result, _ = _mid_call(daemon, bots, "tw_continue", lambda bot, s: bot.drop(s))
     assert result.ok and result.closed_by == "simulator", result.error
-    assert result.frames_sent == 75
+    assert result.frames_sent == 50
 
 
 def test_the_bot_dropping_with_reconnect_gets_a_new_stream(daemon, bots):
@@ -360,8 +390,35 @@ def test_the_bot_dropping_with_reconnect_gets_a_new_stream(daemon, bots):
     assert second.events("start")[0]["streamSid"] != first.events("start")[0]["streamSid"]
     # The caller's audio went on to the new stream, chunks counted afresh, and ended with stop.
     assert second.events("media")[0]["media"]["chunk"] == "1"
-    assert len(first.events("media")) + len(second.events("media")) >= 70
+    assert len(first.events("media")) + len(second.events("media")) >= 45
     assert second.texts[-1]["event"] == "stop"
+
+
+# -- the documentation's bot, and the benchmark ----------------------------------------------
+
+
+def test_the_documented_twilio_bot_runs_unchanged(daemon, doc_bot, speech):
+    _, printed = doc_bot
+    call_uuid, future = call(daemon, "doc", play=speech, seconds=1.4, dtmf=[("5", 0.6)])
+    result = future.result(30)
+    assert result.ok, result.error
+    # The caller hears themself (through μ-law at 8 kHz), and the key press cleared.
+    assert echo_lag(result.sent, result.received, RATE, window_seconds=0.5) is not None
+    assert {"action": "clear"} in result.commands
+    lines = wait_for(lambda: "stop" in printed.read_text().split("\n") and printed.read_text(),
+                     label="the bot's stop").splitlines()
+    assert f"call CA{call_uuid.replace('-', '')} {{'pipeline': 'doc', 'uuid': '{call_uuid}'}}" \
+        in lines
+    assert "played: key 5" in lines
+
+
+def test_the_bridge_bench_runs_and_reports():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bridge.py"), "--frames", "300"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(report["us_per_frame"]) == {"echo", "bridge-twilio", "bridge-vonage"}
+    assert all(us > 0 for us in report["us_per_frame"].values())
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -445,3 +502,30 @@ def test_a_twilio_mark_waits_for_the_audio_the_resampler_still_holds(tmp_path):
     command = json.loads(items[notify])
     call.pipeline.receive_event("notify", {"payload": command["payload"]})
     assert json.loads(step.client[-1])["mark"] == {"name": "m"}
+
+
+class _Later(_Offline):
+    """Opens only when the test says so."""
+
+    def start(self):
+        self.client = _Sent()
+
+
+def test_the_callers_latest_audio_waits_for_the_socket_within_the_buffer(tmp_path):
+    params = Bridge.prepare(BridgeParams(url="ws://127.0.0.1:9/x", protocol="vonage",
+                                         buffer_seconds=0.1),
+                            PrepareContext(config_dir=tmp_path, key="bridge"))
+    call = call_with([_Later], params=[params], rate=RATE)
+    step = call.pipeline.processors[0]
+    frames = np.arange(8 * FRAME, dtype=np.int16)
+    call.frames(8, frames)
+    call.pipeline.receive_event("dtmf", {"digit": "3", "duration": 100})
+    step._opened(0)
+    first, *rest = step.client
+    assert json.loads(first)["event"] == "websocket:connected"
+    # The last 0.1 s (5 frames) went to the bot, oldest first, then the key press.
+    assert rest[:5] == [frames[i * FRAME : (i + 1) * FRAME].tobytes() for i in range(3, 8)]
+    assert json.loads(rest[5]) == {"event": "websocket:dtmf", "digit": "3", "duration": 100}
+    assert step.frames_unsent == 3
+    call.frames(1)
+    assert step.client[-1] == bytes(2 * FRAME)  # and live frames after them

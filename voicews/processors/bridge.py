@@ -21,7 +21,8 @@ during a reconnection) are kept in a small bounded buffer (``buffer_seconds``,
 1 s by default: 32 KB at 16 kHz) and sent, oldest first, once the socket opens:
 what a caller says while TLS and the handshake finish (100-300 ms over the
 internet) reaches the bot instead of being cut, and a slow far end costs at most
-that much memory (older frames give way first, counted).
+that much memory (older frames give way first, counted).  Key presses made
+meanwhile (up to 32) follow the buffered frames.
 
 A bot sending faster than real time is usual (text-to-speech renders faster than
 it plays), so its audio is queued up to ``max_lead_seconds`` ahead of the
@@ -65,6 +66,8 @@ CLOSE_BAD_GATEWAY = 1014
 """RFC 6455's registry: a gateway got an invalid response from the server behind it."""
 LULL_SECONDS = 0.1
 """No audio from a Twilio bot for this long: it has paused, so flush the resampler's tail."""
+MAX_EARLY_KEYS = 32
+"""Key presses kept while the bot is not connected."""
 GARBAGE_LOG_SECONDS = 60.0
 """At most one warning this often about ignored messages, per call."""
 
@@ -91,8 +94,10 @@ class Bridge(Processor):
         self.client: BridgeClient | None = None
         self.stream: FarEnd | None = None
         self.attempt = -1
-        self.early: deque[np.ndarray | Event] = deque(maxlen=params.buffer_frames)
-        """Caller frames (and key presses) waiting for the socket to open."""
+        self.early: deque[np.ndarray] = deque(maxlen=params.buffer_frames)
+        """The caller's latest frames, waiting for the socket to open."""
+        self.early_keys: deque[Event] = deque(maxlen=MAX_EARLY_KEYS)
+        """Key presses waiting for the socket: sent after the frames."""
         self.held: deque[tuple[int, int]] = deque()
         """Marks waiting for the resampler's tail: (sample position in `out`, mark id)."""
         self.out = 0
@@ -137,6 +142,7 @@ class Bridge(Processor):
         """Send the protocol's goodbye (Twilio ``stop``) and close; the call waits for it."""
         self.closing = True
         self.early.clear()
+        self.early_keys.clear()
         stream, self.stream = self.stream, None
         client = self.client
         if self.frames_unsent or self.dropped_samples or self.ignored:
@@ -165,18 +171,10 @@ class Bridge(Processor):
             if self.tail_due and self.session.clock.seconds() - self.last_media >= LULL_SECONDS:
                 self._drain(stream)
         elif self.failed is None and not self.closing:
-            self._keep(inbound)
+            if len(self.early) == self.early.maxlen:
+                self.frames_unsent += 1  # the oldest gives way (or this one, with no buffer)
+            self.early.append(inbound)
         return outbound
-
-    def _keep(self, item: np.ndarray | Event) -> None:
-        early = self.early
-        if not early.maxlen:
-            lost: np.ndarray | Event | None = item
-        else:
-            lost = early[0] if len(early) == early.maxlen else None
-        if isinstance(lost, np.ndarray):
-            self.frames_unsent += 1
-        early.append(item)
 
     def on_event(self, event: Event) -> None:
         if event.kind == "notify":
@@ -192,7 +190,7 @@ class Bridge(Processor):
                 assert self.client is not None
                 self.client.send(self.stream.dtmf(event.digit, event.duration))
             elif self.failed is None and not self.closing:
-                self._keep(event)
+                self.early_keys.append(event)
 
     # -- the bot's side --------------------------------------------------------------------
 
@@ -208,13 +206,14 @@ class Bridge(Processor):
         self.held.clear()
         self.tail_due = False
         self._send_all(stream.opening())
-        early = list(self.early)
+        frames, keys = list(self.early), list(self.early_keys)
         self.early.clear()
-        for item in early:
-            if isinstance(item, Event):
-                self.client.send(stream.dtmf(item.digit or "", item.duration))
-            elif not self.client.send(stream.media(item)):
+        self.early_keys.clear()
+        for frame in frames:
+            if not self.client.send(stream.media(frame)):
                 self.frames_unsent += 1
+        for key in keys:
+            self.client.send(stream.dtmf(key.digit or "", key.duration))
         self.session.emit("bridge_connected", url=self.params.url, attempt=attempt)
 
     def _message(self, message: str | bytes) -> None:
@@ -336,6 +335,7 @@ class Bridge(Processor):
         self.failed = reason
         self.stream = None
         self.early.clear()
+        self.early_keys.clear()
         on_failure = self.params.on_failure
         self.session.emit("bridge_failed", url=self.params.url, reason=reason,
                           on_failure=on_failure)
