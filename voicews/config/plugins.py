@@ -26,6 +26,7 @@ BUILTIN_PLUGINS = (
     "voicews.processors.gain",
     "voicews.processors.file_inject",
     "voicews.processors.record",
+    "voicews.processors.bridge",
 )
 
 
