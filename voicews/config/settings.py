@@ -197,6 +197,9 @@ class RawConfig:
     """Seconds live calls get to end after SIGTERM before they are dropped."""
     log_format: Literal["text", "json"] = "text"
     """Log lines as text, or json (one JSON object per line, for log shippers)."""
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+    """The least important log lines shown: ``debug`` adds one line per notify / cleared
+    event Vonage sends back (a bot marking every chunk makes 50 a second per call)."""
     fast_path: bool = True
     """Read and send call frames on voicews's fast path (see voicews/call/fastpath.py);
     false: autobahn's and Twisted's public path for every call."""
