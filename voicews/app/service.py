@@ -67,6 +67,7 @@ class VoicewsService(service.MultiService):
         timer.clock = reactor
         timer.setServiceParent(self)
         StallWatch(reactor, runtime.settings.raw.limits.stall_seconds).setServiceParent(self)
+        runtime.transcription.setServiceParent(self)  # stopped after the calls have ended
         self.plugin_services = service.MultiService()
         metrics.watch_calls(runtime.calls)
         self._previous_signals: dict[int, Any] = {}
