@@ -394,3 +394,17 @@ def test_a_reload_keeps_the_engine_unless_its_section_changed_then_retires_it_af
     clock.advance(transcription.RETIRE_CHECK_SECONDS)
     assert not second.running and not clock.getDelayedCalls()
     runtime.transcription.stopService()
+
+
+def test_the_goodbye_example_of_the_docs_hangs_up_on_goodbye():
+    text = (REPO / "docs" / "transcription.md").read_text()
+    block = next(b for b in text.split("```python\n")[1:]
+                 if "class Goodbye" in b).split("```")[0]
+    scope: dict = {}
+    exec(compile(block, "transcription.md", "exec"), scope)  # noqa: S102 - our own docs
+    made = call_with([Echo, scope["Goodbye"]], rate=RATE)
+    made.pipeline.session.emit("transcript", text="thanks bye", final=True, start=0, end=1)
+    made.pipeline.session.emit("transcript", text="goodbye", final=False, start=1, end=2)
+    assert not made.wire.hangups
+    made.pipeline.session.emit("transcript", text="ok goodbye then", final=True, start=1, end=2)
+    assert made.wire.hangups == [(1000, "the caller said goodbye", "hangup_step")]

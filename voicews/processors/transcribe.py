@@ -142,7 +142,7 @@ class Transcribe(Processor):
         elif self.waiting is not None:
             if len(self.waiting) == self.waiting.maxlen:
                 self.skipped += 1
-            self.waiting.append(inbound)  # read-only, over the frame's own bytes: no copy
+            self.waiting.append(inbound.copy())  # only until the engine is ready
         return outbound
 
     def on_event(self, event: Event) -> None:
