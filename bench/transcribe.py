@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 BENCH = Path(__file__).resolve().parent
@@ -72,14 +73,38 @@ def transcribing_calls(server: Server, calls: int) -> tuple[threading.Thread, li
     return thread, results
 
 
-def finals(workdir: Path) -> dict[str, str]:
-    text: dict[str, list[str]] = {}
+def events(workdir: Path) -> list[dict]:
     path = workdir / "events.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        event = json.loads(line)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_ended(workdir: Path, calls: int, timeout: float = 15.0) -> None:
+    """Until every reader's call_ended is published: its last final comes before it (the
+    daemon waits up to limits.close_timeout for it after the caller hung up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(e["kind"] == "call_ended" and e["pipeline"] == "listen"
+               for e in events(workdir)) >= calls:
+            return
+        time.sleep(0.2)
+
+
+def transcripts(workdir: Path) -> tuple[dict[str, str], dict[str, float]]:
+    """Each reader's final text, and how late finals reached the app after their last
+    word (seconds: median and max over all readers)."""
+    text: dict[str, list[str]] = {}
+    began: dict[str, float] = {}
+    lags = []
+    for event in events(workdir):
+        uuid = event["uuid"]
+        if event["kind"] == "call_started":
+            began[uuid] = event["wall"]
         if event["kind"] == "transcript" and event["data"]["final"]:
-            text.setdefault(event["uuid"], []).append(event["data"]["text"])
-    return {uuid: " ".join(words) for uuid, words in text.items()}
+            text.setdefault(uuid, []).append(event["data"]["text"])
+            lags.append(event["wall"] - began[uuid] - event["data"]["end"])
+    lag = {"median": round(float(np.median(lags)), 2), "max": round(max(lags), 2)} if lags \
+        else {}
+    return {uuid: " ".join(words) for uuid, words in text.items()}, lag
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.5)  # every caller speaking
             loaded = echo_call(server, args.seconds)
             thread.join()
-            time.sleep(1.0)
-            texts = finals(workdir)
+            wait_ended(workdir, args.calls)
+            texts, lag = transcripts(workdir)
         finally:
             server.stop()
         warnings = [line.split("] ", 1)[-1] for line in
@@ -124,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "echo_alone": baseline,
             "echo_beside_transcribing_calls": loaded,
             "word_error_rates": wers,
+            "final_lag_seconds": lag,
             "texts": texts,
             "daemon_warnings": warnings,
             "transcribing_calls_ok": sum(1 for r in results if r.ok),

@@ -54,6 +54,9 @@ def test_the_reading_is_transcribed_while_the_call_runs(start_daemon):
                                  transcribe={"options": {"workers": 2}}))
     daemon.wait_log("pocketsphinx worker", timeout=20)
     assert len(children(daemon.proc.pid)) == 2  # the pool, started with the daemon
+    # (The daemon itself loaded the library to check the config: the idle daemon of the
+    # next test does not.)
+    assert "pocketsphinx" in Path(f"/proc/{daemon.proc.pid}/maps").read_text()
     clip = load_audio(SPEECH / "two_cities.wav", 16000)
     specs = [CallSpec(socket_uri=daemon.ws, content_type=f"audio/l16;rate={rate}",
                       headers={"pipeline": "listen", "uuid": f"rate-{rate}"}, play=clip,
@@ -115,4 +118,5 @@ def test_an_engine_plugin_in_config_and_no_pool_without_a_transcribing_pipeline(
     # The default engine, pocketsphinx, configured but not used: no worker, no model.
     idle = start_daemon(config(pipelines={"listen": ["echo"]}, transcribe={}))
     assert not children(idle.proc.pid)
-    assert "pocketsphinx" not in idle.log()
+    assert "pocketsphinx" not in Path(f"/proc/{idle.proc.pid}/maps").read_text()  # not loaded
+    assert "pocketsphinx" not in Path(f"/proc/{daemon.proc.pid}/maps").read_text()
