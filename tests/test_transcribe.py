@@ -408,3 +408,20 @@ def test_the_goodbye_example_of_the_docs_hangs_up_on_goodbye():
     assert not made.wire.hangups
     made.pipeline.session.emit("transcript", text="ok goodbye then", final=True, start=1, end=2)
     assert made.wire.hangups == [(1000, "the caller said goodbye", "hangup_step")]
+
+
+class RefusingGrammar(keypad.KeypadTranscriber):
+    """Fails the stream while opening it (as a worker that rejects a grammar does)."""
+
+    def open(self, rate, on_result, **kwargs):
+        stream = super().open(rate, on_result, **kwargs)
+        kwargs["on_error"](TranscriberError("keypad: grammar refused"))
+        return stream
+
+
+def test_a_stream_failed_while_opening_is_not_fed():
+    made, app = call(lent=service(RefusingGrammar()))
+    feed(made, keys(("1", 0.2), seconds=1.5))
+    assert [e.data["reason"] for e in app.events if e.kind == "transcriber_error"] == ["lost"]
+    step = made.pipeline.processors[1]
+    assert step.stream is None and not app.transcripts()

@@ -118,7 +118,7 @@ class Transcribe(Processor):
             return
         params = self.params
         try:
-            self.stream = transcriber.open(
+            stream = transcriber.open(
                 self.session.rate, self._result, grammar=params.grammar,
                 keywords=params.keywords, endpointing=not params.vad, on_error=self._lost)
         except TranscriberBusy as exc:
@@ -127,10 +127,13 @@ class Transcribe(Processor):
         except (TranscriberError, ValueError) as exc:
             self._give_up("unavailable", str(exc))
             return
-        self.offset = self.skipped * FRAME_SECONDS
         waiting, self.waiting = self.waiting, None
+        if waiting is None:  # the engine failed the stream while opening it
+            return
+        self.stream = stream
+        self.offset = self.skipped * FRAME_SECONDS
         for frame in waiting:
-            self.stream.feed(frame)
+            stream.feed(frame)
 
     def _not_started(self, failure: Failure) -> None:
         if not self.ended:
