@@ -27,6 +27,8 @@ BUILTIN_PLUGINS = (
     "voicews.processors.file_inject",
     "voicews.processors.record",
     "voicews.processors.bridge",
+    "voicews.processors.transcribe",
+    "voicews.processors.pocketsphinx",
 )
 
 
@@ -243,3 +245,52 @@ def registered_processors(
                 f"{_one_line(exc)}"
             ) from exc
     return found
+
+
+def collect_engines(
+    pm: pluggy.PluginManager, hook: str, what: str, methods: tuple[str, ...],
+    only: list[str] | None = None,
+) -> dict[str, type]:
+    """Ask every plugin for its engines through `hook` (``register_transcribers``...), by name.
+
+    Checked like processors: a class with a ``name`` and the `methods` of its kind (`what`:
+    "speech recognizer"), each name once whoever defines it; a mistake names the plugin
+    that made it.  `only` as for :func:`collect_processors`.
+    """
+    found: dict[str, tuple[type, str]] = {}
+    impls = [
+        impl for impl in getattr(pm.hook, hook).get_hookimpls()
+        if not (impl.hookwrapper or impl.wrapper)
+        and (only is None or impl.plugin_name in only)
+    ]
+    if only is not None:
+        impls.sort(key=lambda impl: only.index(impl.plugin_name))
+    for impl in impls:
+        label = plugin_label(impl.plugin_name)
+        origin = described(pm, impl.plugin_name)
+
+        def register(cls: type, label: str = label, origin: str = origin) -> None:
+            missing = [m for m in methods if not callable(getattr(cls, m, None))]
+            if not isinstance(cls, type) or missing:
+                raise PluginError(f"plugin {label!r} registered {cls!r} as a {what}: it needs "
+                                  f"{', '.join(f'{m}()' for m in methods)} methods")
+            name = getattr(cls, "name", None)
+            if not name or not isinstance(name, str):
+                raise PluginError(f"plugin {label!r}: {what} {cls.__qualname__} has no name")
+            if name in found:
+                other = found[name][1]
+                raise PluginError(
+                    f"{origin}: {what} name {name!r} is already defined by {other}"
+                    if other != origin else f"plugin {label!r}: {what} name {name!r} defined twice"
+                )
+            found[name] = (cls, origin)
+
+        try:
+            impl.function(**{arg: register for arg in impl.argnames})
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {label!r}: {hook} raised {type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
+    return {name: cls for name, (cls, _) in found.items()}

@@ -20,6 +20,7 @@ import yaml
 
 from voicews.audio.samples import parse_content_type
 from voicews.config import plugins, typed
+from voicews.config.transcribe import ConfiguredTranscriber, TranscribeConfig, resolve
 from voicews.pipeline.processor import PrepareContext
 from voicews.pipeline.steps import PipelineSpec, Step
 
@@ -213,6 +214,8 @@ class RawConfig:
     """The control API (see below)."""
     cluster: Cluster = field(default_factory=Cluster)
     """Several workers acting as one through Redis (see below)."""
+    transcribe: TranscribeConfig | None = None
+    """Speech to text for ``transcribe`` steps; unset: pocketsphinx with its defaults."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,8 @@ class Settings:
     pipelines: dict[str, PipelineSpec]
     prompts: Path | None = None
     """``control.prompts`` resolved: an existing folder, or None (no /play)."""
+    transcriber: ConfiguredTranscriber | None = None
+    """The speech recognizer, when a pipeline step needs one (the daemon starts it)."""
 
     @property
     def rate(self) -> int:
@@ -352,10 +357,14 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
                 used.append(name)
         try:
             processors = plugins.collect_processors(pm, only=used)
+            recognizers = plugins.collect_engines(
+                pm, "register_transcribers", "speech recognizer",
+                ("check", "start", "stop", "open"), only=used)
         except plugins.PluginError as exc:
             raise typed.DataError("plugins", str(exc)) from None
+        transcriber = resolve(raw.transcribe, recognizers)
         pipelines = {
-            name: _resolve_pipeline(name, steps, processors, base_dir)
+            name: _resolve_pipeline(name, steps, processors, base_dir, transcriber)
             for name, steps in raw.pipelines.items()
         }
         _check_references(raw)
@@ -363,7 +372,8 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
         prompts = _prompts_folder(raw.control, base_dir)
     except typed.DataError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
-    return Settings(path=path, raw=raw, pipelines=pipelines, prompts=prompts)
+    return Settings(path=path, raw=raw, pipelines=pipelines, prompts=prompts,
+                    transcriber=transcriber if transcriber.required else None)
 
 
 def _prompts_folder(control: Control, base_dir: Path) -> Path | None:
@@ -395,7 +405,8 @@ def _check_cluster(cluster: Cluster) -> None:
 
 
 def _resolve_pipeline(
-    name: str, steps: list[Any], processors: dict[str, type], base_dir: Path
+    name: str, steps: list[Any], processors: dict[str, type], base_dir: Path,
+    transcriber: ConfiguredTranscriber,
 ) -> PipelineSpec:
     key = f"pipelines.{name}"
     if not steps:
@@ -420,13 +431,22 @@ def _resolve_pipeline(
         param_key = f"{step_key}.{proc_name}"
         loaded = typed.load(cls.Params, params, param_key)
         try:
-            prepared = cls.prepare(loaded, PrepareContext(config_dir=base_dir, key=param_key))
+            context = PrepareContext(config_dir=base_dir, key=param_key, transcriber=transcriber,
+                                     steps=tuple(_step_name(s) for s in steps))
+            prepared = cls.prepare(loaded, context)
         except typed.DataError:
             raise
         except (ValueError, OSError) as exc:
             raise typed.DataError(param_key, str(exc)) from None
         resolved.append(Step(name=proc_name, processor=cls, params=prepared))
     return PipelineSpec(name=name, steps=tuple(resolved))
+
+
+def _step_name(step: Any) -> str:
+    """The processor name of a step as written (checked when the step itself is resolved)."""
+    if isinstance(step, dict) and len(step) == 1:
+        return str(next(iter(step)))
+    return str(step)
 
 
 def _check_references(raw: RawConfig) -> None:

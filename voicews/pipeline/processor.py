@@ -32,6 +32,12 @@ class PrepareContext:
 
     config_dir: Path
     key: str
+    transcriber: Any = None
+    """The daemon's speech recognizer as configured (config.yaml's ``transcribe:``), for
+    steps that transcribe: ``context.transcriber.require(grammar=..., keywords=...)``
+    raises ValueError when it cannot serve them, and makes the daemon start it."""
+    steps: tuple[str, ...] = ()
+    """The processor names of the pipeline's steps, in order (``("vad", "transcribe")``)."""
 
     def resolve(self, path: str) -> Path:
         """A path from config.yaml, relative to the config file's folder."""

@@ -68,6 +68,9 @@ class CallServices:
     """Hand one call event to the application (HTTP callbacks, ``/events``)."""
     call_started: Callable[[Session], None] = _nothing
     call_ended: Callable[[Session, str], None] = _nothing
+    transcriber: Any = None
+    """The daemon's speech recognizer (a ``voicews.engines.asr.TranscriberService``), when
+    a pipeline needs one; None otherwise."""
     max_lead_seconds: float = 1.0
     max_buffer_seconds: float = 60.0
     close_timeout: float = 5.0

@@ -23,6 +23,7 @@ from voicews.config.settings import Settings
 from voicews.pipeline.services import CallServices
 from voicews.runtime.calls import CallRegistry
 from voicews.runtime.events import EventBus
+from voicews.runtime.transcription import Transcription
 
 if TYPE_CHECKING:
     from voicews.pipeline.events import Event
@@ -61,6 +62,8 @@ class Runtime:
         self._http: Any = None
         self._http_pool: Any = None
         self._settings = settings
+        self.transcription = Transcription(settings.transcriber, self.calls, clock)
+        """The speech recognizer calls share (a service the daemon starts), if one is needed."""
         self.call_services = self._call_services()
 
     @property
@@ -71,6 +74,7 @@ class Runtime:
         """Put a reloaded config (and the plugin manager that resolved it) in force."""
         self._settings = settings
         self.pm = pm
+        self.transcription.use(settings.transcriber)
         self.call_services = self._call_services()
 
     def _call_services(self) -> CallServices:
@@ -82,6 +86,7 @@ class Runtime:
             publish=self.publish,
             call_started=self._call_started,
             call_ended=self._call_ended,
+            transcriber=self.transcription.current,
             max_lead_seconds=limits.max_lead_seconds,
             max_buffer_seconds=limits.max_buffer_seconds,
             close_timeout=limits.close_timeout,
