@@ -141,8 +141,8 @@ def test_check_with_every_door_locked(capsys, tmp_path):
 
 @pytest.mark.parametrize(("config", "expected"), [
     ({"pipelines": {"echo": ["echo", "reverb"]}},
-     "pipelines.echo[1]: unknown processor 'reverb' (known processors: barge-in, echo, "
-     "file-inject, gain, record, say, vad)"),
+     "pipelines.echo[1]: unknown processor 'reverb' (known processors: barge-in, bridge, "
+     "echo, file-inject, gain, record, say, transcribe, vad)"),
     ({"listen": "tcp:notaport"}, "voicews: cannot listen on 'tcp:notaport': ValueError"),
     ({"plugins": ["nowhere.py"]}, "plugins[0]: plugin 'nowhere.py': no such file"),
 ])
@@ -167,7 +167,8 @@ def test_processors_lists_builtins_with_their_parameters(capsys):
     code, out, _ = voicews(capsys, "processors", "--json")
     assert code == 0
     listed = {p["name"]: p for p in json.loads(out)}
-    assert list(listed) == ["echo", "gain", "file-inject", "record", "vad", "barge-in", "say"]
+    assert list(listed) == ["echo", "gain", "file-inject", "record", "bridge", "transcribe",
+                            "vad", "barge-in", "say"]
     assert listed["echo"]["params"] == [] and listed["echo"]["origin"] == "builtin"
     assert listed["gain"]["plugin"] == "voicews.processors.gain"
     path, mode = listed["file-inject"]["params"][:2]
@@ -214,7 +215,8 @@ def test_init_copies_the_embedded_starter(capsys, tmp_path):
     written = sorted(p.relative_to(tmp_path / "demo").as_posix()
                      for p in (tmp_path / "demo").rglob("*") if p.is_file())
     assert written == ["config.yaml", "plugins/bitcrush.py", "plugins/http_tts.py",
-                       "plugins/keypad.py", "plugins/my_processor.py", "prompts/chime.wav"]
+                       "plugins/keypad.py", "plugins/keypad_transcriber.py",
+                       "plugins/my_processor.py", "plugins/utterances.py", "prompts/chime.wav"]
     for name in written:
         assert (tmp_path / "demo" / name).read_bytes() == (EXAMPLES / name).read_bytes()
     assert f"next: cd {tmp_path / 'demo'} && twistd -n voicews" in out

@@ -28,7 +28,8 @@ def write(tmp_path, text: str):
         ("security: {websocket_auth: maybe}\n", "security.websocket_auth: expected one of none"),
         ("pipelines: {a: [nope]}\ndefault_pipeline: a\n",
          "pipelines.a[0]: unknown processor 'nope' "
-         "(known processors: barge-in, echo, file-inject, gain, record, say, vad)"),
+         "(known processors: barge-in, bridge, echo, file-inject, gain, record, say, "
+         "transcribe, vad)"),
         ("pipelines: {a: [{gain: {db: loud}}]}\ndefault_pipeline: a\n",
          "pipelines.a[0].gain.db: expected a number, got str 'loud'"),
         ("pipelines: {a: [{gain: {volume: 3}}]}\ndefault_pipeline: a\n",

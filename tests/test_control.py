@@ -92,7 +92,8 @@ def prompts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def daemon(prompts):
-    config = base_config(security={"control_token": TOKEN}, control={"prompts": "prompts"})
+    config = base_config(security={"control_token": TOKEN}, control={"prompts": "prompts"},
+                         log_level="debug")  # notify/cleared answers are debug lines
     daemon = Daemon(prompts, config).start()
     yield daemon
     assert daemon.stop() == 0

@@ -179,8 +179,8 @@ def test_processors_lists_the_builtins_and_an_installed_plugin_package(fresh, em
     assert tests.returncode == 0 and "4 passed" in tests.stdout, tests.stdout + tests.stderr
 
     before = json.loads(run(fresh, empty, "voicews", "processors", "--json").stdout)
-    assert [p["name"] for p in before] == ["echo", "gain", "file-inject", "record", "vad",
-                                           "barge-in", "say"]
+    assert [p["name"] for p in before] == ["echo", "gain", "file-inject", "record", "bridge",
+                                           "transcribe", "vad", "barge-in", "say"]
     assert {p["origin"] for p in before} == {"builtin"}
     installed = run(fresh, empty, str(fresh / "bin" / "pip"), "install", "-q", "-e", str(package))
     assert installed.returncode == 0, installed.stderr

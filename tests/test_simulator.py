@@ -158,6 +158,7 @@ def marker_daemon(start_daemon, tmp_path):
     plugin.write_text(MARKER_PLUGIN)
     return start_daemon(base_config(
         plugins=[str(plugin)], pipelines={"marker": ["marker"]}, default_pipeline="marker",
+        log_level="debug",  # the notify/cleared answers are debug lines
     ))
 
 

@@ -30,6 +30,21 @@ def register_processors(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def register_transcribers(register: Callable[[type], None]) -> None:
+    """Register speech recognizer classes by calling ``register(cls)`` once per class.
+
+    ``cls.name`` is the name config.yaml's ``transcribe.engine`` uses; ``cls.Params``, if
+    any, is a dataclass of the engine's settings, loaded (type-checked) from
+    ``transcribe.options``.  The daemon makes one engine, ``cls(params)`` (``cls()``
+    without Params), when a pipeline needs one, starts it with the daemon and lends it
+    to every call (``session.transcriber``).  An engine satisfies
+    ``voicews.engines.asr.Transcriber``: ``check`` (at config load), ``start``/``stop``
+    (Deferreds), ``open(rate, on_result, ...)`` a stream per call that never blocks the
+    reactor.  The builtin engine is PocketSphinx (voicews.processors.pocketsphinx).
+    """
+
+
+@hookspec
 def register_tts(register: Callable[[type], None]) -> None:
     """Register text-to-speech engine classes by calling ``register(cls)`` once per class.
 

@@ -29,7 +29,15 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from twisted.logger import FileLogObserver, ILogObserver, formatEvent, formatTime
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    formatTime,
+)
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
@@ -128,12 +136,15 @@ def twistd_stream(server_options: Any) -> IO[str]:
 
 
 def observer_for(
-    log_format: str, server_options: Any = None
-) -> JsonLinesObserver | FileLogObserver:
-    """The observer config's ``log_format`` asks for, writing where twistd would."""
-    if log_format == "json":
-        return JsonLinesObserver(twistd_stream(server_options))
-    return text_observer(twistd_stream(server_options))
+    log_format: str, server_options: Any = None, level: str = "info"
+) -> ILogObserver:
+    """The observer config's ``log_format`` asks for, writing where twistd would, showing
+    events at ``log_level`` and above."""
+    stream = twistd_stream(server_options)
+    observer: ILogObserver
+    observer = JsonLinesObserver(stream) if log_format == "json" else text_observer(stream)
+    threshold = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    return FilteringLogObserver(observer, [threshold])
 
 
 def json_observer() -> JsonLinesObserver:

@@ -75,6 +75,7 @@ class VoicewsService(service.MultiService):
         if self.cluster is not None:
             self.cluster.setServiceParent(self)
         EventCallbacks(runtime).setServiceParent(self)  # stopped after the calls: flushes
+        runtime.transcription.setServiceParent(self)  # stopped after the calls have ended
         self.plugin_services = service.MultiService()
         metrics.watch_calls(runtime.calls)
         self._previous_signals: dict[int, Any] = {}

@@ -107,7 +107,8 @@ def makeService(options: Options):  # noqa: N802 - Twisted's name
     fdlimit.prepare(settings)  # raise RLIMIT_NOFILE; warn when max_calls cannot fit
     runtime = Runtime(settings=settings, pm=pm, clock=reactor)
     # twistd's own options (--logfile, --nodaemon) are the parent of ours.
-    observer = observer_for(settings.raw.log_format, getattr(options, "parent", None))
+    observer = observer_for(settings.raw.log_format, getattr(options, "parent", None),
+                            settings.raw.log_level)
     return VoicewsService(runtime, listen, reactor, log_observer=observer)
 
 

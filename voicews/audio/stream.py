@@ -32,9 +32,12 @@ class StreamResampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._soxr: soxr.ResampleStream | None = None
+        self._taken = 0
+        self._given = 0
         self._fresh()
 
     def _fresh(self) -> None:
+        self._taken = self._given = 0
         if self.in_rate != self.out_rate:
             self._soxr = soxr.ResampleStream(
                 self.in_rate, self.out_rate, 1, dtype="float32", vr=True
@@ -48,7 +51,16 @@ class StreamResampler:
         if not len(samples):
             return np.empty(0, dtype=SAMPLE_DTYPE)
         out = self._soxr.resample_chunk(samples.astype(np.float32) / np.float32(FULL_SCALE))
+        self._taken += len(samples)
+        self._given += len(out)
         return saturate(out * FULL_SCALE)
+
+    @property
+    def held(self) -> int:
+        """Output samples the filter owes for the input so far (its delay): they come out
+        with the next pieces, or from :meth:`flush`.  A playback mark placed after the
+        output so far would be answered this many samples early."""
+        return max(0, self._taken * self.out_rate // self.in_rate - self._given)
 
     def flush(self) -> np.ndarray:
         """What the filter still holds (the last few ms), then start afresh.

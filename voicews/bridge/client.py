@@ -167,6 +167,8 @@ class BridgeClient:
         self.sent_bytes = 0
         self.dropped_messages = 0
         """Messages not sent because no socket was open."""
+        self.close_code: int | None = None
+        """The code of the far end's close frame on the last connection lost, if it sent one."""
         self.factory = _Factory(
             url, headers=headers or {}, useragent=f"voicews-bridge/{__version__}",
             reactor=reactor,
@@ -345,6 +347,7 @@ class BridgeClient:
         if protocol is self._handshaking:
             self._handshaking = None
         note = protocol.close_note or describe(failure)
+        self.close_code = protocol.remote_code
         if self._closed:
             self._all_closed()
             return

@@ -253,6 +253,12 @@ class TwilioStream:
         samples = self._from_bot.process(g711.decode(mulaw))
         return [Play(samples)] if len(samples) else []
 
+    @property
+    def held_samples(self) -> int:
+        """Samples (at the call's rate) of the bot's audio still in the resampler: a mark
+        is due once this many more have played after what ``receive`` gave so far."""
+        return self._from_bot.held
+
     def drain(self) -> list[Action]:
         """The bot's last few ms still in the resampler, for when its audio has run dry."""
         samples = self._from_bot.flush()

@@ -143,6 +143,9 @@ class VonageStream:
             return []
         return [Play(np.frombuffer(data, dtype=SAMPLE_DTYPE).copy())]
 
+    held_samples = 0
+    """Nothing is held back: a notify is due once what ``receive`` gave has played."""
+
     def drain(self) -> list[Action]:
         """Nothing is held back: audio is not resampled."""
         return []

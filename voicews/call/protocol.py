@@ -16,7 +16,7 @@ from time import perf_counter
 from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.util import encode_truncate
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from voicews.call.fastpath import FastPathProtocol
 from voicews.call.readloop import CallReader
@@ -187,7 +187,10 @@ class CallProtocol(FastPathProtocol):
                 log.info("ignored unknown event {kind!r} uuid={uuid}{more}", kind=kind[:40],
                          uuid=uuid, more=more)
             return
-        log.info(
+        # A key press is the caller's; notify and cleared answer our own commands (a bot
+        # marking every chunk makes 50 a second), so they are debug lines.
+        log.emit(
+            LogLevel.info if kind == "dtmf" else LogLevel.debug,
             "event {kind} uuid={uuid} digit={digit} payload={payload}",
             kind=kind, uuid=uuid, digit=Event(kind, data).digit,
             payload=_shown(data.get("payload")),

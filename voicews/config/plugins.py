@@ -26,6 +26,9 @@ BUILTIN_PLUGINS = (
     "voicews.processors.gain",
     "voicews.processors.file_inject",
     "voicews.processors.record",
+    "voicews.processors.bridge",
+    "voicews.processors.transcribe",
+    "voicews.processors.pocketsphinx",
     "voicews.processors.vad",
     "voicews.processors.barge_in",
     "voicews.processors.say",
@@ -248,35 +251,43 @@ def registered_processors(
     return found
 
 
-def collect_tts(pm: pluggy.PluginManager, only: list[str] | None = None) -> dict[str, type]:
-    """Ask every plugin (of `only`, in that order) for its text-to-speech engines
-    (``register_tts``), by name.
+def collect_engines(
+    pm: pluggy.PluginManager, hook: str, what: str, methods: tuple[str, ...],
+    only: list[str] | None = None,
+) -> dict[str, type]:
+    """Ask every plugin for its engines through `hook` (``register_transcribers``...), by name.
 
-    Checked like processors: a class with a name, ``check`` and ``synthesize``, each name
-    once; a mistake names the plugin that made it.
+    Checked like processors: a class with a ``name`` and the `methods` of its kind (`what`:
+    "speech recognizer"), each name once whoever defines it; a mistake names the plugin
+    that made it.  `only` as for :func:`collect_processors`.
     """
     found: dict[str, tuple[type, str]] = {}
-    impls = [impl for impl in pm.hook.register_tts.get_hookimpls()
-             if not (impl.hookwrapper or impl.wrapper)
-             and (only is None or impl.plugin_name in only)]
+    impls = [
+        impl for impl in getattr(pm.hook, hook).get_hookimpls()
+        if not (impl.hookwrapper or impl.wrapper)
+        and (only is None or impl.plugin_name in only)
+    ]
     if only is not None:
         impls.sort(key=lambda impl: only.index(impl.plugin_name))
     for impl in impls:
         label = plugin_label(impl.plugin_name)
-        where = described(pm, impl.plugin_name)
+        origin = described(pm, impl.plugin_name)
 
-        def register(cls: type, label: str = label, where: str = where) -> None:
-            if not isinstance(cls, type) or not all(
-                    callable(getattr(cls, method, None)) for method in ("check", "synthesize")):
-                raise PluginError(f"plugin {label!r} registered {cls!r} as a text-to-speech "
-                                  "engine: it needs check() and synthesize() methods")
+        def register(cls: type, label: str = label, origin: str = origin) -> None:
+            missing = [m for m in methods if not callable(getattr(cls, m, None))]
+            if not isinstance(cls, type) or missing:
+                raise PluginError(f"plugin {label!r} registered {cls!r} as a {what}: it needs "
+                                  f"{', '.join(f'{m}()' for m in methods)} methods")
             name = getattr(cls, "name", None)
             if not name or not isinstance(name, str):
-                raise PluginError(f"plugin {label!r}: engine {cls.__qualname__} has no name")
+                raise PluginError(f"plugin {label!r}: {what} {cls.__qualname__} has no name")
             if name in found:
-                raise PluginError(f"{where}: text-to-speech engine name {name!r} is already "
-                                  f"defined by {found[name][1]}")
-            found[name] = (cls, where)
+                other = found[name][1]
+                raise PluginError(
+                    f"{origin}: {what} name {name!r} is already defined by {other}"
+                    if other != origin else f"plugin {label!r}: {what} name {name!r} defined twice"
+                )
+            found[name] = (cls, origin)
 
         try:
             impl.function(**{arg: register for arg in impl.argnames})
@@ -284,6 +295,6 @@ def collect_tts(pm: pluggy.PluginManager, only: list[str] | None = None) -> dict
             raise
         except Exception as exc:
             raise PluginError(
-                f"plugin {label!r}: register_tts raised {type(exc).__name__}: {_one_line(exc)}"
+                f"plugin {label!r}: {hook} raised {type(exc).__name__}: {_one_line(exc)}"
             ) from exc
     return {name: cls for name, (cls, _) in found.items()}

@@ -21,6 +21,7 @@ import yaml
 from voicews.audio.samples import parse_content_type
 from voicews.config import plugins, typed
 from voicews.config import tts as speech
+from voicews.config.transcribe import ConfiguredTranscriber, TranscribeConfig, resolve
 from voicews.config.tts import ConfiguredTts, Tts
 from voicews.pipeline.processor import PrepareContext
 from voicews.pipeline.steps import PipelineSpec, Step
@@ -199,6 +200,9 @@ class RawConfig:
     """Seconds live calls get to end after SIGTERM before they are dropped."""
     log_format: Literal["text", "json"] = "text"
     """Log lines as text, or json (one JSON object per line, for log shippers)."""
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+    """The least important log lines shown: ``debug`` adds one line per notify / cleared
+    event Vonage sends back (a bot marking every chunk makes 50 a second per call)."""
     fast_path: bool = True
     """Read and send call frames on voicews's fast path (see voicews/call/fastpath.py);
     false: autobahn's and Twisted's public path for every call."""
@@ -212,6 +216,8 @@ class RawConfig:
     """The control API (see below)."""
     cluster: Cluster = field(default_factory=Cluster)
     """Several workers acting as one through Redis (see below)."""
+    transcribe: TranscribeConfig | None = None
+    """Speech to text for ``transcribe`` steps; unset: pocketsphinx with its defaults."""
     tts: Tts = field(default_factory=Tts)
     """Text to speech for ``say`` steps and ``session.say`` (see below).  Checked at start
     (the engine can speak, in that voice) when this section is given or a pipeline uses
@@ -229,6 +235,8 @@ class Settings:
     """The text-to-speech engine (``tts``), resolved: the Runtime owns it."""
     prompts: Path | None = None
     """``control.prompts`` resolved: an existing folder, or None (no /play)."""
+    transcriber: ConfiguredTranscriber | None = None
+    """The speech recognizer, when a pipeline step needs one (the daemon starts it)."""
 
     @property
     def rate(self) -> int:
@@ -357,14 +365,19 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
                 used.append(name)
         try:
             processors = plugins.collect_processors(pm, only=used)
-            engines = plugins.collect_tts(pm, only=used)
+            engines = plugins.collect_engines(pm, "register_tts", "text-to-speech engine",
+                                              ("check", "synthesize"), only=used)
+            recognizers = plugins.collect_engines(
+                pm, "register_transcribers", "speech recognizer",
+                ("check", "start", "stop", "open"), only=used)
         except plugins.PluginError as exc:
             raise typed.DataError("plugins", str(exc)) from None
         tts = speech.resolve(raw.tts, engines)
         if isinstance(data, dict) and "tts" in data:  # configured: it must be able to speak
             speech.check(tts, "tts")
+        transcriber = resolve(raw.transcribe, recognizers)
         pipelines = {
-            name: _resolve_pipeline(name, steps, processors, base_dir, tts)
+            name: _resolve_pipeline(name, steps, processors, base_dir, transcriber, tts)
             for name, steps in raw.pipelines.items()
         }
         _check_references(raw)
@@ -372,7 +385,8 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
         prompts = _prompts_folder(raw.control, base_dir)
     except typed.DataError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
-    return Settings(path=path, raw=raw, pipelines=pipelines, tts=tts, prompts=prompts)
+    return Settings(path=path, raw=raw, pipelines=pipelines, tts=tts, prompts=prompts,
+                    transcriber=transcriber if transcriber.required else None)
 
 
 def _prompts_folder(control: Control, base_dir: Path) -> Path | None:
@@ -404,7 +418,8 @@ def _check_cluster(cluster: Cluster) -> None:
 
 
 def _resolve_pipeline(
-    name: str, steps: list[Any], processors: dict[str, type], base_dir: Path, tts: ConfiguredTts
+    name: str, steps: list[Any], processors: dict[str, type], base_dir: Path,
+    transcriber: ConfiguredTranscriber, tts: ConfiguredTts,
 ) -> PipelineSpec:
     key = f"pipelines.{name}"
     if not steps:
@@ -429,14 +444,22 @@ def _resolve_pipeline(
         param_key = f"{step_key}.{proc_name}"
         loaded = typed.load(cls.Params, params, param_key)
         try:
-            prepared = cls.prepare(loaded, PrepareContext(config_dir=base_dir, key=param_key,
-                                                          tts=tts))
+            context = PrepareContext(config_dir=base_dir, key=param_key, transcriber=transcriber,
+                                     steps=tuple(_step_name(s) for s in steps), tts=tts)
+            prepared = cls.prepare(loaded, context)
         except typed.DataError:
             raise
         except (ValueError, OSError) as exc:
             raise typed.DataError(param_key, str(exc)) from None
         resolved.append(Step(name=proc_name, processor=cls, params=prepared))
     return PipelineSpec(name=name, steps=tuple(resolved))
+
+
+def _step_name(step: Any) -> str:
+    """The processor name of a step as written (checked when the step itself is resolved)."""
+    if isinstance(step, dict) and len(step) == 1:
+        return str(next(iter(step)))
+    return str(step)
 
 
 def _check_references(raw: RawConfig) -> None:

@@ -68,9 +68,10 @@ class ConfiguredTts:
         return engine.synthesize(text, rate, voice or self.voice, **options)
 
     def same_as(self, other: ConfiguredTts) -> bool:
-        """Configured alike (a reload that leaves the engine as it is)."""
-        return (self.name, self.cls, self.params, self.voice) == (
-            other.name, other.cls, other.params, other.voice)
+        """Configured alike, by a class of the same name (a plugin file is imported anew at
+        each reload): a reload that leaves the engine, and its cache, as they are."""
+        return (self.name, _named(self.cls), self.params, self.voice) == (
+            other.name, _named(other.cls), other.params, other.voice)
 
     def close(self) -> defer.Deferred[Any]:
         """Stop the engine, if it was made and can be stopped."""
@@ -79,6 +80,10 @@ class ConfiguredTts:
         if close is None:
             return defer.succeed(None)
         return defer.maybeDeferred(close)
+
+
+def _named(cls: type) -> tuple[str, str]:
+    return cls.__module__, cls.__qualname__
 
 
 def resolve(config: Tts, engines: dict[str, type]) -> ConfiguredTts:

@@ -29,9 +29,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from voicews.audio.samples import RATES
+
+log = Logger(namespace="voicews.engines.asr")
 
 
 @dataclass(frozen=True)
@@ -129,18 +133,66 @@ class Transcriber(Protocol):
 
 
 class TranscriberService(Service):
-    """Any Transcriber as a Twisted service: started and stopped with the daemon."""
+    """Any Transcriber as a Twisted service: started and stopped with the daemon.
+
+    Calls may arrive while the engine is still starting (workers loading their model):
+    ``when_ready()`` tells a call when it may open a stream, or that it never will (the
+    engine failed to start, or the service stopped)."""
 
     def __init__(self, transcriber: Transcriber) -> None:
         self.transcriber = transcriber
         self.setName(f"transcriber-{transcriber.name}")
+        self.ready = False
+        self.failure: TranscriberError | None = None
+        """Why streams cannot be opened (a failed start, a stop), or None."""
+        self._waiting: list[Deferred[Transcriber]] = []
+
+    def when_ready(self) -> Deferred[Transcriber]:
+        """Fires with the transcriber once it has started (at once if it has); fails with
+        TranscriberError when it cannot start or the service stopped first."""
+        if self.ready:
+            return succeed(self.transcriber)
+        if self.failure is not None:
+            return fail(self.failure)
+        waiter: Deferred[Transcriber] = Deferred()
+        self._waiting.append(waiter)
+        return waiter
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
-        self.started = self.transcriber.start()
+        self.failure = None
+        self.started = maybeDeferred(self.transcriber.start)
+        self.started.addCallbacks(self._started, self._failed)
+
+    def _started(self, _: object) -> None:
+        if self.running:
+            self.ready = True
+            self._settle()
+
+    def _failed(self, failure: Failure) -> None:
+        error = failure.value
+        if not isinstance(error, TranscriberError):
+            error = TranscriberError(f"{self.transcriber.name} failed to start: "
+                                     f"{type(error).__name__}: {error}")
+        log.error("speech recognizer {engine} failed to start: {error}; calls go on without "
+                  "transcripts", engine=self.transcriber.name, error=str(error))
+        self.failure = error
+        self._settle()
+
+    def _settle(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if self.ready:
+                waiter.callback(self.transcriber)
+            else:
+                assert self.failure is not None
+                waiter.errback(self.failure)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
         super().stopService()
+        self.ready = False
+        self.failure = TranscriberError(f"{self.transcriber.name} has stopped")
+        self._settle()
         return self.transcriber.stop()
 
 

@@ -414,6 +414,9 @@ class Pipeline:
     def http(self) -> Any:
         return self.services.http()
 
+    def transcriber(self) -> Any:
+        return self.services.transcriber
+
     # -- events ------------------------------------------------------------------------
 
     def receive_event(self, kind: str, data: dict[str, Any]) -> None:

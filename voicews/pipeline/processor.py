@@ -32,6 +32,12 @@ class PrepareContext:
 
     config_dir: Path
     key: str
+    transcriber: Any = None
+    """The daemon's speech recognizer as configured (config.yaml's ``transcribe:``), for
+    steps that transcribe: ``context.transcriber.require(grammar=..., keywords=...)``
+    raises ValueError when it cannot serve them, and makes the daemon start it."""
+    steps: tuple[str, ...] = ()
+    """The processor names of the pipeline's steps, in order (``("vad", "transcribe")``)."""
     tts: Any = None
     """The daemon's text-to-speech engine (config.yaml's ``tts:``), for steps that speak:
     ``context.tts.check(voice, **options)`` raises ValueError when it cannot."""

@@ -68,6 +68,9 @@ class CallServices:
     """Hand one call event to the application (HTTP callbacks, ``/events``)."""
     call_started: Callable[[Session], None] = _nothing
     call_ended: Callable[[Session, str], None] = _nothing
+    transcriber: Any = None
+    """The daemon's speech recognizer (a ``voicews.engines.asr.TranscriberService``), when
+    a pipeline needs one; None otherwise."""
     tts: Any = None
     """The daemon's text-to-speech engine for ``session.say`` (a
     ``voicews.engines.tts.TextToSpeech``: ``synthesize(text, rate, voice, **options)``)."""

@@ -32,6 +32,7 @@ class Call(Protocol):
     @property
     def frames_out(self) -> int: ...
     def http(self) -> Any: ...
+    def transcriber(self) -> Any: ...
     def call_time(self) -> float: ...
     def queued_seconds(self, position: int) -> float: ...
     def play(self, position: int, samples: Any, replace: bool = False,
@@ -81,6 +82,13 @@ class Session:
     def http(self) -> Any:
         """The daemon's shared asynchronous HTTP client (``treq``'s API: get, post, ...)."""
         return self._pipeline.http()
+
+    @property
+    def transcriber(self) -> Any:
+        """The daemon's speech recognizer, a ``voicews.engines.asr.TranscriberService``
+        (``when_ready()`` fires with the Transcriber to ``open`` a stream on), or None when
+        no step of the config asked for one (see the ``transcribe`` processor)."""
+        return self._pipeline.transcriber()
 
     @property
     def frames_in(self) -> int:

@@ -23,6 +23,7 @@ from voicews.config.settings import Settings
 from voicews.pipeline.services import CallServices
 from voicews.runtime.calls import CallRegistry
 from voicews.runtime.events import EventBus
+from voicews.runtime.transcription import Transcription
 
 if TYPE_CHECKING:
     from voicews.pipeline.events import Event
@@ -61,6 +62,8 @@ class Runtime:
         self._http: Any = None
         self._http_pool: Any = None
         self._settings = settings
+        self.transcription = Transcription(settings.transcriber, self.calls, clock)
+        """The speech recognizer calls share (a service the daemon starts), if one is needed."""
         self.tts = settings.tts
         """The text-to-speech engine every call's ``session.say`` shares (config's ``tts:``)."""
         self._retired: list[Any] = []  # engines a reload replaced, closed once unused
@@ -74,6 +77,7 @@ class Runtime:
         """Put a reloaded config (and the plugin manager that resolved it) in force."""
         self._settings = settings
         self.pm = pm
+        self.transcription.use(settings.transcriber)
         if not settings.tts.same_as(self.tts):
             # Live calls keep the old engine; it is closed once no call is left to use it.
             old, self.tts = self.tts, settings.tts
@@ -97,6 +101,7 @@ class Runtime:
             tts=self.tts,
             call_started=self._call_started,
             call_ended=self._call_ended,
+            transcriber=self.transcription.current,
             max_lead_seconds=limits.max_lead_seconds,
             max_buffer_seconds=limits.max_buffer_seconds,
             close_timeout=limits.close_timeout,
