@@ -306,7 +306,6 @@ class Pipeline:
         if self.closed:
             self.playbacks.finish(playback, "ended")
             return
-        playback.pending = False
         position = playback.position
         lane = self._lanes[position]
         if lane is None:
@@ -315,6 +314,7 @@ class Pipeline:
         was_playing = bool(lane)
         dropped = lane.dropped
         lane.push(as_samples(samples), playback)
+        self.playbacks.pushed(playback)
         if lane.dropped != dropped:
             frames = -(-(lane.dropped - dropped) // self.info.frame_samples)
             self.sender.frames_dropped += frames

@@ -45,7 +45,7 @@ class Playback:
     was left) or ``"ended"`` (the call ended first).
     """
 
-    __slots__ = ("_book", "_heard", "_listed", "_marks", "_outcome", "_waiter", "label",
+    __slots__ = ("_book", "_heard", "_listed", "_marks", "_outcome", "_seq", "_waiter", "label",
                  "pending", "position", "rate", "replace", "samples", "start", "step", "taken")
 
     def __init__(self, book: Playbacks, position: int, step: str, label: str | None,
@@ -69,7 +69,8 @@ class Playback:
         self._outcome: Outcome | None = None
         self._heard: int | None = None
         self._marks = 0  # notifies covering it, sent or queued, not yet answered
-        self._listed = True
+        self._listed = False  # in the book's queue of its step
+        self._seq = 0  # when it was listed (the book's count)
         self._waiter: Deferred[Playback] | None = None
 
     @property
@@ -82,12 +83,15 @@ class Playback:
         """Seconds of it the caller has heard (frozen once it has ended)."""
         return self.heard_samples() / self.rate
 
-    def heard_samples(self) -> int:
+    def heard_samples(self, ear: float | None = None) -> int:
+        """Samples heard; `ear`: the playout position, when the caller has it at hand."""
         if self._heard is not None:
             return self._heard
         if self.start is None:
             return 0
-        return int(min(self.taken, max(0.0, self._book.ear() - self.start)))
+        if ear is None:
+            ear = self._book.ear()
+        return int(min(self.taken, max(0.0, ear - self.start)))
 
     @property
     def outcome(self) -> Outcome | None:
@@ -111,9 +115,9 @@ class Playback:
         if self._outcome is None:
             self._book.extend(self, samples)
 
-    def _done_by_model(self) -> bool:
+    def _done_by_model(self, ear: float | None = None) -> bool:
         return (not self.pending and not self._marks and self.taken == self.samples
-                and self.heard_samples() >= self.samples)
+                and self.heard_samples(ear) >= self.samples)
 
     def __repr__(self) -> str:
         return (f"<Playback {self.step} {self.label!r} {self.heard:.2f}/{self.seconds:.2f} s "
@@ -131,53 +135,93 @@ class Mark:
 
 
 class Playbacks:
-    """The playbacks of one call still on their way, and the notifies that cover them."""
+    """The playbacks of one call still on their way, and the notifies that cover them.
+
+    Kept per step in the order their audio was queued: a step's lane plays in that order,
+    so what has finished is always at the front, and each play or notify costs the same
+    however much audio is queued (a bot streaming a long reply in small pieces).
+    """
 
     def __init__(self, ear: Callable[[], float],
                  push: Callable[[Playback, Any], None]) -> None:
         self.ear = ear
         """Samples of the output stream the caller has heard by now (the playout model)."""
         self._push = push
-        self._live: list[Playback] = []
+        self._live: dict[int, deque[Playback]] = {}  # queued, per step, in queue order
+        self._prune_at: dict[int, int] = {}  # a step's queue length that prompts a prune
+        self._pending: list[Playback] = []  # texts being synthesized
+        self._listed = 0
+        self._marked: dict[int, int] = {}  # per step: what was listed at its last notify
+        self._extended: dict[int, list[Playback]] = {}  # listed before it, extended since
         self._sent: deque[Mark] = deque()
 
     def new(self, position: int, step: str, label: str | None, rate: int,
             replace: bool = False, pending: bool = False) -> Playback:
-        self.prune()
         playback = Playback(self, position, step, label, rate, replace, pending)
-        self._live.append(playback)
+        if pending:
+            self._pending.append(playback)
         return playback
 
     def extend(self, playback: Playback, samples: Any) -> None:
-        if not playback._listed:
-            playback._listed = True
-            self._live.append(playback)
         self._push(playback, samples)
+
+    def pushed(self, playback: Playback) -> None:
+        """Audio of `playback` was queued on its step's lane."""
+        position = playback.position
+        if not playback._listed:
+            if playback.pending:
+                playback.pending = False
+                self._pending.remove(playback)
+            playback._listed = True
+            self._listed += 1
+            playback._seq = self._listed
+            live = self._live.setdefault(position, deque())
+            live.append(playback)
+            if len(live) >= self._prune_at.get(position, 64):
+                self._prune(live)  # now and then: each play costs the same, memory is bounded
+                self._prune_at[position] = max(64, 2 * len(live))
+        elif playback._seq <= self._marked.get(position, 0):
+            extended = self._extended.setdefault(position, [])
+            if playback not in extended:
+                extended.append(playback)
 
     def playing(self) -> list[Playback]:
         """Playbacks the caller hears now or will, oldest first."""
-        self.prune()
-        return [p for p in self._live if p.playing]
+        ear = self.ear()
+        found = []
+        for live in self._live.values():
+            self._prune(live)
+            found += [p for p in live if p._outcome is None and p.heard_samples(ear) < p.samples]
+        return sorted(found, key=lambda p: p.start if p.start is not None else ear + p.samples)
 
-    def prune(self) -> None:
-        """Forget what has ended; what the model says has played ends as played."""
-        keep = []
-        for p in self._live:
-            if p._outcome is None and p._done_by_model():
-                self.finish(p, "played")
-            elif p._outcome is None:
-                keep.append(p)
-            else:
-                p._listed = False
-        self._live = keep
+    def _prune(self, live: deque[Playback]) -> None:
+        """Forget what has ended at the front; what the model says has played ends so."""
+        ear: float | None = None
+        while live:
+            head = live[0]
+            if head._outcome is None:
+                if ear is None:
+                    ear = self.ear()
+                if not head._done_by_model(ear):
+                    return
+                self.finish(head, "played")
+            live.popleft()
+            head._listed = False
 
     # -- notify marks -------------------------------------------------------------------
 
     def mark(self, position: int, payload: Any) -> Mark:
-        """A notify from `position`: it covers that step's playbacks on their way."""
-        covered = [(p, p.samples) for p in self._live
-                   if p.position == position and p._outcome is None and not p.pending
-                   and p.samples]
+        """A notify from `position`: it covers what that step queued since its last one."""
+        last = self._marked.get(position, 0)
+        self._marked[position] = self._listed
+        fresh: list[Playback] = []
+        for p in reversed(self._live.get(position, ())):
+            if p._seq <= last:
+                break
+            fresh.append(p)
+        fresh.reverse()
+        covered = [(p, p.samples) for p in self._extended.pop(position, []) + fresh
+                   if p._outcome is None and p.samples]
         for p, _ in covered:
             p._marks += 1
         return Mark(payload, covered)
@@ -213,30 +257,44 @@ class Playbacks:
 
         Must run before the sender forgets its playout model (the clear resets it).
         """
-        cut = []
-        for p in self._live:
-            if p._outcome is not None:
-                continue
-            if p._done_by_model():
-                self.finish(p, "played")
-            else:
-                self.finish(p, outcome)
-                cut.append(p)
-        self._live = []
-        return cut
+        return self._end(outcome, lambda position: True)
 
     def end_steps(self, outcome: Outcome) -> None:
         """The steps were switched out: their playbacks (not the app's) end now."""
-        for p in self._live:
-            if p.position and p._outcome is None:
-                self.finish(p, outcome)
-        self.prune()
+        self._end(outcome, lambda position: position > 0)
 
-    def finish(self, playback: Playback, outcome: Outcome) -> None:
+    def _end(self, outcome: Outcome, which: Callable[[int], bool]) -> list[Playback]:
+        ear = self.ear()
+        cut = []
+        for position in [p for p in self._live if which(p)]:
+            for p in self._live.pop(position):
+                p._listed = False
+                if p._outcome is not None:
+                    continue
+                if p._done_by_model(ear):
+                    self.finish(p, "played")
+                else:
+                    self.finish(p, outcome, ear)
+                    cut.append(p)
+            self._extended.pop(position, None)
+        cut.sort(key=lambda p: p.start if p.start is not None else ear + p.samples)
+        pending = [p for p in self._pending if which(p.position)]
+        self._pending = [p for p in self._pending if not which(p.position)]
+        for p in pending:
+            self.finish(p, outcome, ear)
+        return cut + pending
+
+    def finish(self, playback: Playback, outcome: Outcome, ear: float | None = None) -> None:
         """End one playback now (its Deferred, if ``say`` made one, fires with it)."""
-        playback._heard = playback.samples if outcome == "played" else playback.heard_samples()
+        if playback._outcome is not None:
+            return
+        if playback.pending:
+            playback.pending = False
+            if playback in self._pending:
+                self._pending.remove(playback)
+        playback._heard = (playback.samples if outcome == "played"
+                           else playback.heard_samples(ear))
         playback._outcome = outcome
-        playback._listed = False
         waiter, playback._waiter = playback._waiter, None
         if waiter is not None:
             waiter.callback(playback)

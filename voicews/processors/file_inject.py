@@ -96,18 +96,22 @@ class FileInject(Processor):
 
     def start(self) -> None:
         if self.params.interruptible:
-            self.playback = self.session.play(
-                self.samples[:0], replace=self.params.mode == "replace", label=self.params.shown)
-            self._queue(self.playback)
+            self._queue(None)
 
-    def _queue(self, playback: Playback) -> None:
+    def _queue(self, playback: Playback | None) -> None:
         """Put the rest of the file on the bus (a view: no copy), as much as it takes;
         once all of it is there, the notify goes behind it."""
         if self.fed >= len(self.samples) and self.params.loop:
             self.fed = 0
-        before = playback.samples
-        playback.extend(self.samples[self.fed:])
-        self.fed += playback.samples - before
+        rest = self.samples[self.fed:]
+        if playback is None:
+            playback = self.playback = self.session.play(
+                rest, replace=self.params.mode == "replace", label=self.params.shown)
+            self.fed += playback.samples
+        else:
+            before = playback.samples
+            playback.extend(rest)
+            self.fed += playback.samples - before
         if self.fed >= len(self.samples) and not self.params.loop:
             self.playing = False
             self.session.notify(self.notify_payload)
