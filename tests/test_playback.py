@@ -281,3 +281,29 @@ def test_a_switch_ends_what_the_old_steps_play_and_say_not_what_the_app_plays():
     assert app.playing and app.heard == pytest.approx(0.3)
     assert call.pipeline.session.playing == [app]
     assert set(call.audio()[-N:].tolist()) == {300}  # the app's prompt alone, no talker
+
+
+def test_a_reply_streamed_in_small_pieces_keeps_the_book_small():
+    """A bot playing 20 ms at a time (notifying every tenth piece) for a minute: the book
+    holds what is still on its way, and each notify covers only the pieces since the last."""
+
+    class Streamer(Processor):
+        name = "streamer"
+
+        def process(self, inbound, outbound):
+            self.session.play(level(900, 1))
+            if self.session.frames_in % 10 == 0:
+                self.session.notify({"piece": self.session.frames_in})
+            return outbound
+
+    call = call_with([Echo, Streamer], rate=RATE)
+    book = call.pipeline.playbacks
+    for second in range(60):
+        call.frames(50)
+        # (a notify waits in the lane behind its piece: the second's last goes out next)
+        assert [len(mark.covered) for mark in book._sent] == [10] * (4 if second == 0 else 5)
+        for mark in list(book._sent):  # Vonage answers what has played
+            call.pipeline.receive_event("notify", {"payload": mark.payload})
+        assert not book._sent and max(len(live) for live in book._live.values()) <= 128
+    assert values(call) == [(0, 1), (900, 2999)]  # played from the frame after the first
+    assert [p.heard for p in call.pipeline.session.playing] == [0]  # the last frame's piece
