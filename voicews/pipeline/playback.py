@@ -183,6 +183,8 @@ class Playbacks:
         elif playback._seq <= self._marked.get(position, 0):
             extended = self._extended.setdefault(position, [])
             if playback not in extended:
+                if len(extended) >= 64:  # a step that never notifies: forget what has ended
+                    extended[:] = [p for p in extended if p._outcome is None]
                 extended.append(playback)
 
     def playing(self) -> list[Playback]:
