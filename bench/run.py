@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import subprocess
@@ -162,6 +163,32 @@ def start_voicews(workdir: Path, config: Path, source: Path = REPO) -> Server:
     )
 
 
+class Background:
+    """CPU the rest of the machine used while one target ran (other tenants of a shared VM).
+
+    Machine busy time from /proc/stat minus everything this script and its children (the
+    server and the load generator, both waited for) used, as % of one core over the run.
+    """
+
+    def __init__(self) -> None:
+        self.busy, self.ours, self.wall = self._busy(), self._ours(), time.perf_counter()
+
+    @staticmethod
+    def _busy() -> float:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # not idle
+
+    @staticmethod
+    def _ours() -> float:
+        return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                     resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    def percent(self) -> float:
+        others = (self._busy() - self.busy) - (self._ours() - self.ours)
+        return round(100 * max(0.0, others) / (time.perf_counter() - self.wall), 1)
+
+
 def run_load(server: Server, calls: int, pipeline: str, args, check_echo: bool) -> dict:
     command = [
         PY, str(BENCH / "load.py"), "--port", str(server.port), "--calls", str(calls),
@@ -229,7 +256,7 @@ def summarise(results: list[dict]) -> list[dict]:
 def print_table(results: list[dict], ratios: list[dict], peers: list[str]) -> None:
     head = (f"{'target':<22}{'calls':>6}{'us/frame':>10}{'calls/core':>11}{'p50ms':>8}"
             f"{'p99ms':>8}{'maxms':>8}{'lost':>6}{'wrong':>6}{'KB/call':>9}{'idleKB':>8}"
-            f"{'baseMB':>8}{'start s':>8}{'client%':>8}{'pace99':>8}"
+            f"{'baseMB':>8}{'start s':>8}{'client%':>8}{'pace99':>8}{'other%':>7}"
             + "".join(f"{'vs ' + name:>{max(9, len(name) + 4)}}" for name in peers))
     print(head)
     ratio_of = {(r["calls"], r["target"]): r["vs_peer"] for r in ratios}
@@ -250,7 +277,8 @@ def print_table(results: list[dict], ratios: list[dict], peers: list[str]) -> No
             f"{r['rss_per_call_kb']:>9.1f}{r['rss_per_idle_call_kb']:>8.1f}"
             f"{r['rss_base_kb'] / 1024:>8.1f}"
             f"{r['startup_seconds']:>8.2f}{r['client_cpu_percent']:>8.1f}"
-            f"{r['client_pacing_ms']['p99'] or 0:>8.2f}{cells}"
+            f"{r['client_pacing_ms']['p99'] or 0:>8.2f}{r.get('background_cpu_percent', 0):>7.0f}"
+            f"{cells}"
         )
     print()
     for row in ratios:  # one line per voicews target: its CPU per frame against each peer
@@ -346,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeat):
         for calls in counts:
             for pipeline, source, label in runs:
+                background = Background()
                 if pipeline is None:
                     server = start_peer(str(source), workdir)
                 else:
@@ -361,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 if pipeline is None:
                     r["peer"] = source
                 r["startup_seconds"] = round(server.startup_seconds, 3)
+                r["background_cpu_percent"] = background.percent()
                 rounds.setdefault((calls, label), []).append(r)
     results = []
     for tries in rounds.values():
