@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = dict(tries[len(tries) // 2])
         if len(tries) > 1:
             chosen["rounds_us_per_frame"] = [r["server_us_per_frame"] for r in tries]
+            chosen["rounds_background_cpu_percent"] = [r["background_cpu_percent"]
+                                                        for r in tries]
         results.append(chosen)
 
     ratios = summarise(results)
