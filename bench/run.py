@@ -17,13 +17,9 @@ Writes bench/results/bench-<time>.json and .png (and latest.json/png).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
-import resource
 import signal
 import socket
 import subprocess
@@ -34,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from host import Background, machine, wait_quiet  # bench/host.py: a script's folder is on sys.path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -65,10 +62,6 @@ DEFAULT_PEERS = "websockets,picows"
 
 def peer_label(name: str) -> str:
     return f"peer ({name})"
-
-
-def is_peer(label: str) -> bool:
-    return label.startswith("peer (")
 
 
 def free_port() -> int:
@@ -163,47 +156,6 @@ def start_voicews(workdir: Path, config: Path, source: Path = REPO) -> Server:
     )
 
 
-class Background:
-    """CPU the rest of the machine used while one target ran (other tenants of a shared VM).
-
-    Machine busy time from /proc/stat minus everything this script and its children (the
-    server and the load generator, both waited for) used, as % of one core over the run.
-    """
-
-    def __init__(self) -> None:
-        self.busy, self.ours, self.wall = self._busy(), self._ours(), time.perf_counter()
-
-    @staticmethod
-    def _busy() -> float:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-        return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # not idle
-
-    @staticmethod
-    def _ours() -> float:
-        return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                     resource.getrusage(resource.RUSAGE_CHILDREN)))
-
-    def percent(self) -> float:
-        others = (self._busy() - self.busy) - (self._ours() - self.ours)
-        return round(100 * max(0.0, others) / (time.perf_counter() - self.wall), 1)
-
-
-def wait_quiet(percent: float, sample: float = 5.0, limit: float = 600.0) -> float:
-    """Wait until the rest of the machine uses under `percent` % of one core; seconds waited.
-
-    On a shared VM other tenants' bursts skew CPU per frame (a starved server batches more
-    frames per wake-up) and wreck latency; this starts each target in a quiet spell.
-    """
-    started = time.perf_counter()
-    while time.perf_counter() - started < limit:
-        background = Background()
-        time.sleep(sample)
-        if background.percent() < percent:
-            break
-    return round(time.perf_counter() - started, 1)
-
-
 def run_load(server: Server, calls: int, pipeline: str, args, check_echo: bool) -> dict:
     command = [
         PY, str(BENCH / "load.py"), "--port", str(server.port), "--calls", str(calls),
@@ -216,23 +168,6 @@ def run_load(server: Server, calls: int, pipeline: str, args, check_echo: bool) 
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout)
-
-
-def machine() -> dict:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for dist in ("Twisted", "autobahn", "websockets", "picows", "aiofastnet", "uvloop"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[dist.lower()] = importlib.metadata.version(dist)
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), **versions}
 
 
 RATIO_KEYS = ("server_us_per_frame", "rss_per_call_kb", "rss_per_idle_call_kb", "rss_base_kb",
