@@ -19,7 +19,7 @@ rejection from 4.2 kHz (measured; see tests/test_bridge_audio.py).
 from __future__ import annotations
 
 import numpy as np
-import soxr  # type: ignore[import-untyped]
+import soxr
 
 from voicews.audio.files import FULL_SCALE
 from voicews.audio.samples import SAMPLE_DTYPE, saturate

@@ -36,7 +36,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer  # type: ignore[import-untyped]
+from zope.interface import implementer
 
 from voicews import __version__
 from voicews.bridge.options import BridgeError, Reconnect, describe, squash, trust_root

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import txredisapi  # type: ignore[import-untyped]
+import txredisapi
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import (
     HostnameEndpoint,

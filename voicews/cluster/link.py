@@ -18,7 +18,7 @@ import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any
 
-import txredisapi  # type: ignore[import-untyped]
+import txredisapi
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime

@@ -23,7 +23,7 @@ from voicews.config import plugins, typed
 from voicews.config import tts as speech
 from voicews.config.transcribe import ConfiguredTranscriber, TranscribeConfig, resolve
 from voicews.config.tts import ConfiguredTts, Tts
-from voicews.pipeline.processor import PrepareContext
+from voicews.pipeline.processor import PrepareContext, Processor
 from voicews.pipeline.steps import PipelineSpec, Step
 
 ContentType = Literal["audio/l16;rate=8000", "audio/l16;rate=16000", "audio/l16;rate=24000"]
@@ -418,7 +418,7 @@ def _check_cluster(cluster: Cluster) -> None:
 
 
 def _resolve_pipeline(
-    name: str, steps: list[Any], processors: dict[str, type], base_dir: Path,
+    name: str, steps: list[Any], processors: dict[str, type[Processor]], base_dir: Path,
     transcriber: ConfiguredTranscriber, tts: ConfiguredTts,
 ) -> PipelineSpec:
     key = f"pipelines.{name}"
@@ -442,7 +442,7 @@ def _resolve_pipeline(
             )
         cls = processors[proc_name]
         param_key = f"{step_key}.{proc_name}"
-        loaded = typed.load(cls.Params, params, param_key)
+        loaded: Any = typed.load(cls.Params, params, param_key)
         try:
             context = PrepareContext(config_dir=base_dir, key=param_key, transcriber=transcriber,
                                      steps=tuple(_step_name(s) for s in steps), tts=tts)

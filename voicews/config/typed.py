@@ -45,7 +45,7 @@ def load(cls: type[T], data: Any, key: str = "") -> T:
     if not isinstance(data, dict):
         raise DataError(key, f"expected a mapping, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = [k for k in data if k not in fields]
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
@@ -99,7 +99,7 @@ def convert(tp: Any, value: Any, key: str) -> Any:
             convert(args[0], k, _join(key, k)): convert(args[1], v, _join(key, k))
             for k, v in value.items()
         }
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return load(tp, value, key)
     if tp is bool:
         if isinstance(value, bool):

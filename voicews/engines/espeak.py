@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import soundfile  # type: ignore[import-untyped]
+import soundfile
 from twisted.internet import defer, error, protocol
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.logger import Logger

@@ -84,8 +84,8 @@ class PocketSphinx:
               keywords: list[str] | None = None) -> None:
         phrases, spotted = parse_phrases(grammar, keywords)
         try:
-            import pocketsphinx  # type: ignore[import-untyped]
-            import soxr  # type: ignore[import-untyped]  # noqa: F401 - the worker resamples
+            import pocketsphinx
+            import soxr  # noqa: F401 - the worker resamples
         except ImportError as exc:
             raise ValueError(f"pocketsphinx cannot run: {exc} (pip install pocketsphinx)") from None
         model = Path(pocketsphinx.get_model_path("en-us"))

@@ -125,7 +125,7 @@ class Models:
     """The language model, loaded once, and decoders that share it."""
 
     def __init__(self, settings: Settings) -> None:
-        import pocketsphinx as ps  # type: ignore[import-untyped]
+        import pocketsphinx as ps
 
         self.ps = ps
         self.settings = settings
@@ -203,7 +203,7 @@ class Stream:
     def __init__(self, worker: Worker, sid: int, rate: int, endpointing: bool,
                  grammar: list[str] | None, keywords: list[list[Any]] | None) -> None:
         import numpy as np
-        import soxr  # type: ignore[import-untyped]
+        import soxr
 
         self.np = np
         self.worker = worker

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import webrtcvad  # type: ignore[import-untyped]
+import webrtcvad
 
 from voicews.audio.samples import FRAME_SECONDS, RATES, SAMPLE_DTYPE, frame_samples
 

@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from voicews import Processor, hookimpl
@@ -181,7 +182,7 @@ class Writer(service.Service):
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._next_id = 0
-        self.files: dict[int, wave.Wave_write | None] = {}  # writer thread only
+        self.files: dict[int, _OpenFile | None] = {}  # writer thread only
 
     def _ensure_thread(self) -> None:
         with self._start_lock:
@@ -248,7 +249,7 @@ class Writer(service.Service):
     def _barrier(self, _file_id: int, done: defer.Deferred) -> None:
         from twisted.internet import reactor
 
-        reactor.callFromThread(done.callback, None)
+        IReactorFromThreads(reactor).callFromThread(done.callback, None)
 
     def _run(self) -> None:
         while True:
@@ -263,15 +264,15 @@ class Writer(service.Service):
     def _report(self, level: str, fmt: str, **fields) -> None:
         from twisted.internet import reactor
 
-        reactor.callFromThread(getattr(log, level), fmt, **fields)
+        IReactorFromThreads(reactor).callFromThread(getattr(log, level), fmt, **fields)
 
     def _fail(self, file_id: int, reason: str) -> None:
         handle = self.files.get(file_id)
         self.files[file_id] = None
-        name = getattr(handle, "voicews_path", "?")
+        name = handle.path if handle is not None else "?"
         if handle is not None:
             with contextlib.suppress(Exception):
-                handle.close()
+                handle.wav.close()
         self._report("error", "recording {path} failed: {reason}", path=str(name), reason=reason)
 
     def _open(self, file_id: int, arg) -> None:
@@ -291,9 +292,7 @@ class Writer(service.Service):
         handle.setsampwidth(SAMPLE_DTYPE.itemsize)
         handle.setframerate(rate)
         handle.writeframes(b"")  # header now, so even an empty call leaves a valid WAV
-        handle.voicews_path = target
-        handle.voicews_uuid = uuid
-        self.files[file_id] = handle
+        self.files[file_id] = _OpenFile(handle, target, uuid)
         self._report(
             "info", "recording uuid={uuid} to {path}", uuid=uuid, path=str(target),
             event="recording_started",
@@ -303,7 +302,7 @@ class Writer(service.Service):
         try:
             handle = self.files.get(file_id)
             if handle is not None:
-                handle.writeframes(data)  # writeframes (not ...raw) patches the header each time
+                handle.wav.writeframes(data)  # writeframes (not ...raw) patches the header too
         finally:
             self._done += len(data)
 
@@ -313,20 +312,29 @@ class Writer(service.Service):
         try:
             self._close_file(file_id)
         finally:
-            reactor.callFromThread(done.callback, None)  # type: ignore[attr-defined]
+            IReactorFromThreads(reactor).callFromThread(done.callback, None)
 
     def _close_file(self, file_id: int) -> None:
         handle = self.files.pop(file_id, None)
         if handle is None:
             return
-        frames = handle.getnframes()
-        rate = handle.getframerate()
-        handle.close()
+        frames = handle.wav.getnframes()
+        rate = handle.wav.getframerate()
+        handle.wav.close()
         self._report(
             "info", "recording finished uuid={uuid} {path} ({seconds:.2f} s)",
-            uuid=handle.voicews_uuid, path=str(handle.voicews_path), seconds=frames / rate,
+            uuid=handle.uuid, path=str(handle.path), seconds=frames / rate,
             event="recording_finished",
         )
+
+
+@dataclass
+class _OpenFile:
+    """A recording the writer thread holds open, and what its log lines name."""
+
+    wav: wave.Wave_write
+    path: Path
+    uuid: str | None
 
 
 def _unused(path: Path) -> Path:

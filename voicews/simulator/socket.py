@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,7 +91,7 @@ class _Call:
         self.play_end = 0.0
         self.notifies: dict[asyncio.Task, dict[str, Any]] = {}
         """Pending ``websocket:notify`` replies and the event each will send."""
-        self.ws = None
+        self.ws: Any = None  # the socket, once run() has it
 
     def audio(self) -> np.ndarray:
         """The audio to send at the call's rate, padded with silence to whole frames."""
@@ -274,7 +274,9 @@ class _Call:
         except websockets.ConnectionClosed:
             pass
         finally:
-            self.notifies.pop(asyncio.current_task(), None)
+            task = asyncio.current_task()
+            if task is not None:
+                self.notifies.pop(task, None)
 
     def estimate_latency(self) -> None:
         result = self.result
@@ -295,7 +297,7 @@ class _Call:
 
 async def open_socket(spec: CallSpec, result: CallResult, uri: str, content_type: str,
                        headers: dict[str, Any], authorization: str | None,
-                       on_open: Callable[[], Awaitable[None]] | None = None) -> None:
+                       on_open: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
     """Open the socket, send Vonage's first message and play the call on it."""
     rate = rate_of(content_type)
     if rate is None:

@@ -93,11 +93,12 @@ async def post_event(spec: CallSpec, url: str, data: dict[str, Any],
     )
     post = WebhookPost(status=data["status"], url=url, http_status=None)
     try:
-        post.http_status, reply = await asyncio.to_thread(
+        status, reply = await asyncio.to_thread(
             _http, "POST", url, body, headers, spec.timeout
         )
-        if not 200 <= post.http_status < 300:
-            post.error = f"HTTP {post.http_status}: {reply[:120].decode('utf-8', 'replace')}"
+        post.http_status = status
+        if not 200 <= status < 300:
+            post.error = f"HTTP {status}: {reply[:120].decode('utf-8', 'replace')}"
     except (OSError, urllib.error.URLError) as exc:
         post.error = str(exc)
     result.webhooks.append(post)

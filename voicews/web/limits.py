@@ -12,8 +12,9 @@ line and one ``voicews_rejected_total{reason}`` increment.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
@@ -42,6 +43,8 @@ class GuardedRequest(Request):
     """
 
     _body_seen = 0
+    channel: GuardedChannel
+    content: Any
     _too_big = False
 
     def _limit(self) -> int:
@@ -149,7 +152,9 @@ class GuardedChannel(HTTPChannel):
     before Autobahn takes the connection, so it never cuts a call.
     """
 
-    _deadline = None
+    _deadline: IDelayedCall | None = None
+    site: GuardedSite
+    transport: Any  # a TCP transport (abortConnection)
     _unsent = 0
     _dropped = False
 
@@ -232,7 +237,7 @@ class GuardedChannel(HTTPChannel):
         if self._deadline is not None and self._deadline.active():
             return
         timeout = self.site.runtime.settings.raw.limits.handshake_timeout
-        self._deadline = self.callLater(timeout, self._too_slow, timeout)
+        self._deadline = self.callLater(timeout, self._too_slow, timeout)  # type: ignore[call-arg]
 
     def _disarm(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -270,7 +275,7 @@ class GuardedChannel(HTTPChannel):
 class GuardedSite(Site):
     """The daemon's Site: guarded channels and requests that know the Runtime's limits."""
 
-    protocol = GuardedChannel
+    protocol = GuardedChannel  # type: ignore[assignment]  # Twisted types it as a factory
     requestFactory = GuardedRequest
     fd_reserve_checked = False
 
