@@ -18,6 +18,7 @@ into a list of these, in order.  The processor wrapper carries them out:
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -133,3 +134,16 @@ def one_line(value: object, limit: int = 60) -> str:
     """A short printable form of something a far end sent, for a reason string."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_object(message: str, limit: int) -> dict[str, Any] | Ignored:
+    """A text message from the far end as a JSON object, or why it is `Ignored`."""
+    if len(message) > limit:
+        return Ignored(f"message of {len(message)} characters is over the limit of {limit}")
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return Ignored(f"not JSON: {one_line(message)}")
+    if not isinstance(data, dict):
+        return Ignored(f"not a JSON object: {one_line(message)}")
+    return data

@@ -47,6 +47,7 @@ from voicews.bridge.actions import (
     PendingMarks,
     Play,
     Reply,
+    json_object,
     one_line,
 )
 
@@ -215,15 +216,9 @@ class TwilioStream:
         """What one message from the bot asks for.  Never raises: garbage is `Ignored`."""
         if isinstance(message, bytes | bytearray | memoryview):
             return [Ignored(f"binary message of {len(message)} bytes (Twilio takes only JSON)")]
-        if len(message) > self.max_message_chars:
-            return [Ignored(f"message of {len(message)} characters is over the limit "
-                            f"of {self.max_message_chars}")]
-        try:
-            data = json.loads(message)
-        except ValueError:
-            return [Ignored(f"not JSON: {one_line(message)}")]
-        if not isinstance(data, dict):
-            return [Ignored(f"not a JSON object: {one_line(message)}")]
+        data = json_object(message, self.max_message_chars)
+        if isinstance(data, Ignored):
+            return [data]
         event = data.get("event")
         if event == "media":
             return self._media(data.get("media"))

@@ -34,6 +34,7 @@ from voicews.bridge.actions import (
     PendingMarks,
     Play,
     Reply,
+    json_object,
     one_line,
 )
 
@@ -112,15 +113,9 @@ class VonageStream:
         """What one message from the far end asks for.  Never raises: garbage is `Ignored`."""
         if isinstance(message, bytes | bytearray | memoryview):
             return self._audio(bytes(message))
-        if len(message) > self.max_message_bytes:
-            return [Ignored(f"message of {len(message)} characters is over the limit "
-                            f"of {self.max_message_bytes}")]
-        try:
-            data = json.loads(message)
-        except ValueError:
-            return [Ignored(f"not JSON: {one_line(message)}")]
-        if not isinstance(data, dict):
-            return [Ignored(f"not a JSON object: {one_line(message)}")]
+        data = json_object(message, self.max_message_bytes)
+        if isinstance(data, Ignored):
+            return [data]
         action = data.get("action")
         if action == "clear":
             notifies = [Reply(self._notify(payload)) for payload in self.marks.drain()]

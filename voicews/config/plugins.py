@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,9 +212,46 @@ def registered_processors(
     definition comes from.  `only` also leaves out plugins an earlier config listed and
     the current one does not.
     """
-    found: dict[str, Registered] = {}
+
+    def refuse(cls: type) -> str | None:
+        ok = isinstance(cls, type) and issubclass(cls, Processor)
+        return None if ok else ", which is not a Processor"
+
+    found = _collect(pm, "register_processors", "processor", refuse, only)
+    return {name: Registered(cls, plugin) for name, (cls, plugin) in found.items()}
+
+
+def collect_engines(
+    pm: pluggy.PluginManager, hook: str, what: str, methods: tuple[str, ...],
+    only: list[str] | None = None,
+) -> dict[str, type]:
+    """Ask every plugin for its engines through `hook` (``register_transcribers``...), by name.
+
+    Checked like processors: a class with a ``name`` and the `methods` of its kind (`what`:
+    "speech recognizer"), each name once whoever defines it; a mistake names the plugin
+    that made it.  `only` as for :func:`registered_processors`.
+    """
+
+    def refuse(cls: type) -> str | None:
+        missing = [m for m in methods if not callable(getattr(cls, m, None))]
+        if isinstance(cls, type) and not missing:
+            return None
+        return f" as a {what}: it needs {', '.join(f'{m}()' for m in methods)} methods"
+
+    return {name: cls for name, (cls, _) in _collect(pm, hook, what, refuse, only).items()}
+
+
+def _collect(
+    pm: pluggy.PluginManager, hook: str, what: str, refuse: Callable[[type], str | None],
+    only: list[str] | None,
+) -> dict[str, tuple[type, str]]:
+    """Call every plugin's `hook` with a ``register``; name -> (class, plugin name).
+
+    `refuse(cls)` says what is wrong with a class (to follow "registered <cls>"), or None.
+    """
+    found: dict[str, tuple[type, str]] = {}
     impls = [
-        impl for impl in pm.hook.register_processors.get_hookimpls()
+        impl for impl in getattr(pm.hook, hook).get_hookimpls()
         # A wrapper around registration has nothing of its own to register.
         if not (impl.hookwrapper or impl.wrapper)
         and (only is None or impl.plugin_name in only)
@@ -226,18 +264,20 @@ def registered_processors(
 
         def register(cls: type, label: str = label, where: str = where,
                      plugin: str = impl.plugin_name) -> None:
-            if not (isinstance(cls, type) and issubclass(cls, Processor)):
-                raise PluginError(f"plugin {label!r} registered {cls!r}, which is not a Processor")
-            if not cls.name or not isinstance(cls.name, str):
-                raise PluginError(f"plugin {label!r}: processor {cls.__qualname__} has no name")
-            if cls.name in found:
-                other = described(pm, found[cls.name].plugin)
+            problem = refuse(cls)
+            if problem is not None:
+                raise PluginError(f"plugin {label!r} registered {cls!r}{problem}")
+            name = getattr(cls, "name", None)
+            if not name or not isinstance(name, str):
+                raise PluginError(f"plugin {label!r}: {what} {cls.__qualname__} has no name")
+            if name in found:
+                other = described(pm, found[name][1])
                 raise PluginError(
-                    f"{where}: processor name {cls.name!r} is already defined by {other}"
+                    f"{where}: {what} name {name!r} is already defined by {other}"
                     if other != where
-                    else f"plugin {label!r}: processor name {cls.name!r} defined twice"
+                    else f"plugin {label!r}: {what} name {name!r} defined twice"
                 )
-            found[cls.name] = Registered(cls, plugin)
+            found[name] = (cls, plugin)
 
         try:
             impl.function(**{arg: register for arg in impl.argnames})  # as pluggy would
@@ -245,56 +285,6 @@ def registered_processors(
             raise
         except Exception as exc:
             raise PluginError(
-                f"plugin {label!r}: register_processors raised {type(exc).__name__}: "
-                f"{_one_line(exc)}"
-            ) from exc
-    return found
-
-
-def collect_engines(
-    pm: pluggy.PluginManager, hook: str, what: str, methods: tuple[str, ...],
-    only: list[str] | None = None,
-) -> dict[str, type]:
-    """Ask every plugin for its engines through `hook` (``register_transcribers``...), by name.
-
-    Checked like processors: a class with a ``name`` and the `methods` of its kind (`what`:
-    "speech recognizer"), each name once whoever defines it; a mistake names the plugin
-    that made it.  `only` as for :func:`collect_processors`.
-    """
-    found: dict[str, tuple[type, str]] = {}
-    impls = [
-        impl for impl in getattr(pm.hook, hook).get_hookimpls()
-        if not (impl.hookwrapper or impl.wrapper)
-        and (only is None or impl.plugin_name in only)
-    ]
-    if only is not None:
-        impls.sort(key=lambda impl: only.index(impl.plugin_name))
-    for impl in impls:
-        label = plugin_label(impl.plugin_name)
-        origin = described(pm, impl.plugin_name)
-
-        def register(cls: type, label: str = label, origin: str = origin) -> None:
-            missing = [m for m in methods if not callable(getattr(cls, m, None))]
-            if not isinstance(cls, type) or missing:
-                raise PluginError(f"plugin {label!r} registered {cls!r} as a {what}: it needs "
-                                  f"{', '.join(f'{m}()' for m in methods)} methods")
-            name = getattr(cls, "name", None)
-            if not name or not isinstance(name, str):
-                raise PluginError(f"plugin {label!r}: {what} {cls.__qualname__} has no name")
-            if name in found:
-                other = found[name][1]
-                raise PluginError(
-                    f"{origin}: {what} name {name!r} is already defined by {other}"
-                    if other != origin else f"plugin {label!r}: {what} name {name!r} defined twice"
-                )
-            found[name] = (cls, origin)
-
-        try:
-            impl.function(**{arg: register for arg in impl.argnames})
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginError(
                 f"plugin {label!r}: {hook} raised {type(exc).__name__}: {_one_line(exc)}"
             ) from exc
-    return {name: cls for name, (cls, _) in found.items()}
+    return found

@@ -11,11 +11,11 @@ such a step starts no recognizer and loads none of its libraries.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 from voicews.config import typed
+from voicews.config.engines import engine_settings, same_class
 
 DEFAULT_ENGINE = "pocketsphinx"
 
@@ -56,33 +56,14 @@ class ConfiguredTranscriber:
         running engine as it is.  (A plugin file is imported anew at each reload, so its
         classes are new objects: its code edited without a change to ``transcribe:``
         takes a restart.)"""
-        return other is not None and self.config == other.config and _origin(
-            self.cls) == _origin(other.cls)
-
-
-def _origin(cls: type) -> tuple[str, str]:
-    try:
-        where = inspect.getfile(cls)
-    except TypeError:  # a class made at run time
-        where = cls.__module__
-    return where, cls.__qualname__
+        return other is not None and self.config == other.config and same_class(
+            self.cls, other.cls)
 
 
 def resolve(config: TranscribeConfig | None, engines: dict[str, type]) -> ConfiguredTranscriber:
     """The engine `config` names (default: pocketsphinx), its settings loaded and checked."""
     config = config if config is not None else TranscribeConfig()
-    if config.engine not in engines:
-        known = ", ".join(sorted(engines)) or "none"
-        raise typed.DataError("transcribe.engine", f"unknown engine {config.engine!r} "
-                                                   f"(known engines: {known})")
-    cls = engines[config.engine]
-    params_cls = getattr(cls, "Params", None)
-    if params_cls is not None:
-        params = typed.load(params_cls, config.options, "transcribe.options")
-    elif config.options:
-        raise typed.DataError("transcribe.options", f"engine {config.engine} takes no options")
-    else:
-        params = None
+    cls, params = engine_settings("transcribe", config.engine, config.options, engines)
     try:
         return ConfiguredTranscriber(config, cls, params)
     except (TypeError, ValueError) as exc:

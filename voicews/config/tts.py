@@ -19,6 +19,7 @@ from typing import Any
 from twisted.internet import defer
 
 from voicews.config import typed
+from voicews.config.engines import engine_settings, same_class
 
 DEFAULT_ENGINE = "espeak-ng"
 
@@ -68,10 +69,10 @@ class ConfiguredTts:
         return engine.synthesize(text, rate, voice or self.voice, **options)
 
     def same_as(self, other: ConfiguredTts) -> bool:
-        """Configured alike, by a class of the same name (a plugin file is imported anew at
-        each reload): a reload that leaves the engine, and its cache, as they are."""
-        return (self.name, _named(self.cls), self.params, self.voice) == (
-            other.name, _named(other.cls), other.params, other.voice)
+        """Configured alike, by the same class of the same file: a reload that leaves the
+        engine, and its cache, as they are."""
+        return (self.name, self.params, self.voice) == (
+            other.name, other.params, other.voice) and same_class(self.cls, other.cls)
 
     def close(self) -> defer.Deferred[Any]:
         """Stop the engine, if it was made and can be stopped."""
@@ -82,24 +83,9 @@ class ConfiguredTts:
         return defer.maybeDeferred(close)
 
 
-def _named(cls: type) -> tuple[str, str]:
-    return cls.__module__, cls.__qualname__
-
-
 def resolve(config: Tts, engines: dict[str, type]) -> ConfiguredTts:
     """The engine `config` names, with its settings loaded (not yet asked to speak)."""
-    if config.engine not in engines:
-        known = ", ".join(sorted(engines)) or "none"
-        raise typed.DataError("tts.engine", f"unknown engine {config.engine!r} "
-                                            f"(known engines: {known})")
-    cls = engines[config.engine]
-    params_cls = getattr(cls, "Params", None)
-    if params_cls is not None:
-        params = typed.load(params_cls, config.options, "tts.options")
-    elif config.options:
-        raise typed.DataError("tts.options", f"engine {config.engine} takes no options")
-    else:
-        params = None
+    cls, params = engine_settings("tts", config.engine, config.options, engines)
     tts = ConfiguredTts(config.engine, cls, params, config.voice)
     try:
         tts.engine  # noqa: B018 - made now so that its settings are checked at load
