@@ -6,8 +6,9 @@ and never waits on the reactor; engines register through a hook, so a plugin's e
 to satisfy ``TextToSpeech``.
 
 Shared here so engines behave alike: ``clean_text`` (one length limit, no control characters),
-``SpeechCache`` (repeated prompts are synthesized once, memory bounded by bytes) and
-``SpeechError`` (synthesis failed at run time, as opposed to ValueError for bad input).
+``SpeechCache`` (repeated prompts are synthesized once, memory bounded by bytes),
+``SpeechError`` (synthesis failed at run time, as opposed to ValueError for bad input) and
+``EngineUnavailable`` (the engine is not installed here).
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ from voicews.audio.samples import RATES
 
 class SpeechError(Exception):
     """Synthesis failed at run time: the engine's process or service failed, hung or is busy."""
+
+
+class EngineUnavailable(ValueError):
+    """The engine cannot run on this machine at all (espeak-ng is not installed), as opposed
+    to a mistake in the config (an unknown voice).  Raised by ``check``: a pipeline that needs
+    the engine is then left out with a warning, so an optional feature (the shipped config's
+    ``assistant``) does not stop the daemon; unless the daemon routes calls to that pipeline
+    itself (``default_pipeline``, ``numbers``), or the ``tts:`` section is given: then it is
+    a config error like any other ValueError."""
 
 
 @runtime_checkable
