@@ -132,7 +132,10 @@ def test_the_bot_greets_hears_a_turn_and_answers_it(bot_call):
     assert stopped["time"] <= first["time"] < stopped["time"] + 2.0
     arrived = result.events_received_at[result.events.index(first)]
     assert arrived < result.duration - 10  # the app had it during the call
-    assert "assistant: bot-call routed to wisdom" in daemon.log()
+    (routed,) = of(result, "routed")  # the bot's own event, for the application
+    assert routed["source"] == "assistant" and routed["data"] == {
+        "route": "wisdom", "text": first["data"]["text"]}
+    assert first["seq"] < routed["seq"]
 
 
 def test_the_caller_speaking_over_the_answer_cuts_it_short(bot_call):
@@ -181,7 +184,10 @@ def test_goodbye_says_the_farewell_whole_then_hangs_up_1000(bot_call):
 
 def bot(**params):
     tts = ScriptedTts()
-    call = call_with([Assistant], [AssistantParams(**params)], rate=RATE, tts=tts)
+    events: list = []
+    call = call_with([Assistant], [AssistantParams(**params)], rate=RATE, tts=tts,
+                     publish=lambda info, event: events.append(event))
+    call.events = events
     return call, tts
 
 
@@ -205,6 +211,9 @@ def test_the_bot_routes_repeats_and_ignores_partials_and_noise():
     assert asked(tts)[1:] == [
         AssistantParams().routes["billing"], AssistantParams().routes["support"],
         "I heard: the weather is nice. Please say one of: billing, sales, support."]
+    assert [e.data for e in call.events if e.kind == "routed"] == [
+        {"route": "billing", "text": "i have a question about billing"},
+        {"route": "support", "text": "technical support please"}]
     assert not call.wire.hangups
 
 

@@ -46,11 +46,14 @@ class TextToSpeech(Protocol):
     """Short name for logs, metrics and config.yaml (``espeak-ng``)."""
 
     def check(self, voice: str | None = None, **options: object) -> None:
-        """Raise ValueError with a one-line reason when the engine cannot speak (missing
-        binary, no credentials), or cannot with this voice or these options.
+        """Raise ValueError with a one-line reason when the engine cannot speak (no
+        credentials), or cannot with this voice or these options; EngineUnavailable when it
+        cannot run on this machine at all (a missing binary).
 
         Called when config.yaml is loaded, so a pipeline that cannot speak stops the daemon
-        at start, not a call.  May block briefly (it runs before the reactor does).
+        at start, not a call (or, for EngineUnavailable, is left out with a warning).  May
+        block briefly (it runs before the reactor does, or in a worker thread for the
+        control API's ``/say``).
         """
         ...
 

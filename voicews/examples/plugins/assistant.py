@@ -97,8 +97,8 @@ class Assistant(Processor):
         padded = f" {text} "
         for key, reply in self.params.routes.items():
             if f" {key} " in padded:
-                log.info("assistant: {uuid} routed to {route}", uuid=self.session.info.uuid,
-                         route=key)
+                # Tell the other steps and the application (HTTP callbacks, /events).
+                self.session.emit("routed", route=key, text=text)
                 self.say(reply)
                 return
         choices = ", ".join(self.params.routes)
