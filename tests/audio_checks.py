@@ -1,12 +1,29 @@
-"""Test audio: tones to play or write to a file, and what a listener would check in a reply
-(its pitch and how pure it is)."""
+"""Test audio: tones to play or write to a file, what a listener would check in a reply
+(its pitch and how pure it is), and the speech the daemon's espeak-ng makes of a text."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
+import pytest
 import soundfile as sf
 
 from voicews.audio import files as audiofile
+from voicews.engines.espeak import _child_env, decode_wav
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng (Debian package espeak-ng) is not installed")
+
+
+def spoken(text: str, rate: int = 16000, voice: str = "en-us") -> np.ndarray:
+    """What the daemon's espeak-ng engine says for `text` (its command and decoder: eSpeak NG
+    is deterministic, so a caller must hear exactly these samples)."""
+    wav = subprocess.run([shutil.which("espeak-ng") or "espeak-ng", "--stdout", "--stdin",
+                          "-b", "1", "-v", voice], input=text.encode(), capture_output=True,
+                         env=_child_env(), check=True).stdout
+    return decode_wav(wav, rate)
 
 
 def tone(freq: float, seconds: float, rate: int, amplitude: float = 8000.0) -> np.ndarray:

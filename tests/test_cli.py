@@ -214,7 +214,8 @@ def test_init_copies_the_embedded_starter(capsys, tmp_path):
     assert code == 0
     written = sorted(p.relative_to(tmp_path / "demo").as_posix()
                      for p in (tmp_path / "demo").rglob("*") if p.is_file())
-    assert written == ["config.yaml", "plugins/bitcrush.py", "plugins/http_tts.py",
+    assert written == ["config.yaml", "plugins/assistant.py", "plugins/bitcrush.py",
+                       "plugins/http_tts.py",
                        "plugins/keypad.py", "plugins/keypad_transcriber.py",
                        "plugins/my_processor.py", "plugins/utterances.py", "prompts/chime.wav"]
     for name in written:

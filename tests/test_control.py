@@ -20,7 +20,7 @@ from voicews.audio.samples import db_to_factor, saturate
 from voicews.config.settings import ConfigError, load_settings
 from voicews.simulator import CallResult, simulate_socket
 
-from audio_checks import peak_frequency, write_tone
+from audio_checks import needs_espeak, peak_frequency, spoken, write_tone
 from conftest import Daemon, base_config
 
 TOKEN = "s3cret-control"
@@ -205,6 +205,88 @@ def test_vonages_answers_to_a_burst_of_notifies_never_close_the_call(daemon):
     assert result.ok and (result.close_code, result.closed_by) == (1000, "simulator")
     answered = [e for e in result.events_sent if e["event"] == "websocket:notify"]
     assert len(answered) == 300
+
+
+SAID = "Hello from the control API."
+
+
+def speech_start(heard: np.ndarray) -> int:
+    return int(np.flatnonzero(heard)[0]) // N * N
+
+
+@needs_espeak
+def test_say_speaks_into_the_call_and_answers_once_vonage_has_played_it(daemon):
+    call = Live(daemon, "say", seconds=4.0)  # a silent caller: we hear the speech alone
+    asked = time.monotonic()
+    status, answer = api(daemon, "POST", "/calls/say/say", {"text": SAID})
+    took = time.monotonic() - asked
+    assert status == 200, answer
+    assert (answer["action"], answer["outcome"], answer["uuid"]) == ("say", "played", "say")
+    assert answer["heard"] == answer["seconds"] and 1.0 < answer["seconds"] < 3.0
+    assert took >= answer["seconds"]  # the answer came once it had played, not before
+    result = call.end()
+    speech = spoken(SAID)
+    assert answer["seconds"] == round(len(speech) / RATE, 3)
+    heard = result.received
+    start = speech_start(heard)
+    assert np.array_equal(heard[start: start + len(speech)], speech)  # exactly espeak-ng's
+    assert not heard[start + len(speech):].any()
+    assert {"action": "notify", "payload": {"say": 1}} in result.commands
+    assert "control say uuid=say -> 200" in daemon.wait_log("control say uuid=say")
+
+
+@needs_espeak
+def test_say_without_waiting_answers_at_once_and_a_clear_interrupts_a_waiting_say(daemon):
+    call = Live(daemon, "say-cut", seconds=6.0)
+    asked = time.monotonic()
+    status, answer = api(daemon, "POST", "/calls/say-cut/say", {"text": SAID, "wait": False})
+    assert (status, answer["queued"]) == (200, True) and "outcome" not in answer
+    assert time.monotonic() - asked < 1.0  # the speech itself lasts 1.8 s
+    long_text = "This sentence is long enough to be cut short by a clear from the API. " * 2
+    waiting: list = []
+    thread = threading.Thread(target=lambda: waiting.append(
+        api(daemon, "POST", "/calls/say-cut/say", {"text": long_text, "voice": "en-us"})))
+    thread.start()
+    call.wait_frames(call.info()["frames_in"] + 150)  # 3 s: the first text and some of this
+    assert api(daemon, "POST", "/calls/say-cut/clear", {})[0] == 200
+    thread.join(10)
+    ((status, answer),) = waiting
+    assert status == 200 and answer["outcome"] == "interrupted", answer
+    assert 0 < answer["heard"] < answer["seconds"] - 2
+    result = call.end()
+    first = spoken(SAID)
+    start = speech_start(result.received)
+    assert np.array_equal(result.received[start: start + len(first)], first)
+    assert {"action": "clear"} in result.commands
+
+
+@needs_espeak
+def test_say_refusals_name_what_is_wrong(daemon):
+    call = Live(daemon, "say-bad", seconds=30)
+    for body, status, reason in [
+        ({}, 400, "say needs 'text'"),
+        ({"text": ""}, 400, "'text' must not be empty"),
+        ({"text": 3}, 400, "'text' must be a string"),
+        ({"text": "hi", "wait": "no"}, 400, "'wait' must be true or false"),
+        ({"text": "hi", "speed": 200}, 400, "unknown key 'speed' for say (keys: text, voice, "
+                                            "wait)"),
+        ({"text": "hi", "voice": "xx-nosuch"}, 400, "espeak-ng has no voice 'xx-nosuch' "
+                                                    "(espeak-ng --voices lists them)"),
+        ({"text": "hi", "voice": "-x"}, 400, "not an espeak-ng voice name: '-x'"),
+        ({"text": "a" * 1001}, 400, "cannot say it: text is 1001 characters, more than "
+                                    "max_chars (1000)"),
+    ]:
+        got, answer = api(daemon, "POST", "/calls/say-bad/say", body)
+        assert (got, answer.get("error")) == (status, reason), body
+    assert api(daemon, "POST", "/calls/nobody/say", {"text": "hi"}) == (
+        404, {"error": "no such call", "uuid": "nobody"})
+    assert api(daemon, "POST", "/calls/say-bad/say", {"text": "hi"}, token=None)[0] == 401
+    assert api(daemon, "POST", "/calls/say-bad/say", {"text": "hi"}, token="wrong")[0] == 403
+    assert daemon.metric("voicews_control_actions_total",
+                         'action="say",result="bad_request"') >= 8
+    assert api(daemon, "POST", "/calls/say-bad/hangup")[0] == 200
+    result = call.end()
+    assert not result.received.any()  # nothing was said
 
 
 def test_no_token_wrong_token_and_other_schemes_are_refused(daemon):

@@ -18,6 +18,7 @@ from test_control import RATE, TOKEN, Live, api
 
 from voicews.audio.samples import db_to_factor, saturate
 
+from audio_checks import needs_espeak, spoken
 from conftest import Daemon, base_config
 
 N = RATE // 50
@@ -123,3 +124,29 @@ def test_a_call_held_by_a_is_listed_switched_and_hung_up_through_b(cluster):
         assert daemon.log().count("cross-worker control answers 503") == 1
         assert daemon.log().count("registers its calls again") == 1
     assert api(b, "GET", "/calls/held-by-a")[0] == 404
+
+
+@needs_redis
+@needs_espeak
+def test_say_through_b_speaks_in_a_call_held_by_a_and_answers_with_its_outcome(cluster):
+    _, a, b = cluster
+    call = Live(a, "say-via-b", seconds=7.0)
+    name_a = call.info()["worker"]
+    wait_for(lambda: listed(b).get("say-via-b") == name_a, "A's call listed by B")
+    status, answer = api(b, "POST", "/calls/say-via-b/say", {"text": "Hello."})
+    assert status == 200, answer
+    assert (answer["outcome"], answer["worker"]) == ("played", name_a)
+    # Longer than cluster.request_timeout (2 s here): B gives up waiting, A goes on saying it.
+    long_text = "This one takes longer to say than the cluster waits for an answer."
+    status, answer = api(b, "POST", "/calls/say-via-b/say", {"text": long_text})
+    assert status == 504 and "did not answer within 2.0 s" in answer["error"]
+    result = call.end()
+    heard = result.received
+    speech = spoken("Hello.")
+    start = int(np.flatnonzero(heard)[0]) // N * N
+    assert np.array_equal(heard[start: start + len(speech)], speech)
+    longer = spoken(long_text)
+    assert len(longer) > 3 * RATE
+    assert any(np.array_equal(heard[at: at + len(longer)], longer)  # said in full
+               for at in range(start + len(speech) // N * N, len(heard) - len(longer), N))
+    assert "control say uuid=say-via-b routed here -> 200" in a.log()

@@ -8,11 +8,13 @@ speaks in test_voice_ai_daemon.py.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from twisted.internet import defer
+from twisted.logger import globalLogPublisher
 
 from voicews import Processor
 from voicews.engines.tts import SpeechError
@@ -208,6 +210,39 @@ def test_a_clear_interrupts_what_is_said_and_what_is_still_being_synthesized():
     assert tts.cancelled == ["later"]  # nobody needs it any more
     call.frames(5)
     assert values(call) == [(1000, 10), (0, 5)]
+
+
+def test_a_clear_cuts_a_ready_text_still_waiting_behind_one_being_synthesized():
+    """The say queue releases the next text when the first one's synthesis is abandoned
+    (from inside the clear): by then the clear must have ended that one too, or the queue
+    pushes a text that was cut (it failed with a ValueError, logged as an unhandled error)."""
+    failures: list = []
+
+    def observe(event: dict) -> None:
+        if "log_failure" in event:
+            failures.append(event["log_failure"])
+
+    globalLogPublisher.addObserver(observe)
+    tts = ScriptedTts()
+    call = call_with([Echo], rate=RATE, tts=tts)
+    session = call.pipeline.session
+    slow = said(session.say("slow"))
+    ready = said(session.say("ready"))
+    tts.speak(1, 3000, 5)  # synthesized, waiting for "slow" to go first
+    call.frames(3)
+    cut = session.clear()
+    assert [p.label for p in cut] == ["slow", "ready"] and tts.cancelled == ["slow"]
+    assert slow[0].outcome == ready[0].outcome == "interrupted"
+    call.frames(10)
+    after = said(session.say("after"))
+    tts.speak(2, 4000, 2)
+    call.frames(5)
+    assert values(call) == [(0, 13), (4000, 2), (0, 3)]  # what was cut never plays
+    assert after == []  # still playing
+    del slow, ready, cut, tts, call, session  # the failed Deferred is kept by the engine
+    gc.collect()  # a Deferred's unhandled failure is logged when it is collected
+    globalLogPublisher.removeObserver(observe)
+    assert failures == []
 
 
 def test_the_calls_end_fires_pending_says_and_later_ones_at_once():

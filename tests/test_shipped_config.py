@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from test_assistant import GREETING
 from test_record import wait_wav
 
-from audio_checks import band_level, tone
+from voicews.simulator import simulate_socket
+
+from audio_checks import band_level, needs_espeak, spoken, tone
 from conftest import REPO, Daemon
 from wire import Call
 
@@ -43,15 +46,16 @@ def test_the_root_files_are_links_to_the_one_copy_in_the_package():
 
 def test_shipped_config_lists_the_example_plugins():
     assert SHIPPED["plugins"] == [
-        "plugins/bitcrush.py", "plugins/keypad.py", "plugins/my_processor.py"
+        "plugins/bitcrush.py", "plugins/keypad.py", "plugins/my_processor.py",
+        "plugins/assistant.py",
     ]
     steps = [step for steps in SHIPPED["pipelines"].values() for step in steps]
     names = {step if isinstance(step, str) else next(iter(step)) for step in steps}
     assert {"echo", "gain", "file-inject", "record", "bitcrush", "keypad-tones",
-            "my-processor"} <= names
+            "my-processor", "vad", "barge-in", "transcribe", "assistant"} <= names
 
 
-@pytest.mark.parametrize("pipeline", sorted(SHIPPED["pipelines"]))
+@pytest.mark.parametrize("pipeline", sorted(set(SHIPPED["pipelines"]) - {"assistant"}))
 def test_every_shipped_pipeline_serves_a_call(shipped, pipeline):
     voice = tone(440, 1.0, 16000, amplitude=3000)
     with Call(shipped.ws, pipeline=pipeline, uuid=f"shipped-{pipeline}") as call:
@@ -81,3 +85,20 @@ def test_every_shipped_pipeline_serves_a_call(shipped, pipeline):
         np.testing.assert_array_equal(data[:, 0], voice)
         np.testing.assert_array_equal(data[:, 1], got)
         assert sf.info(str(path)).channels == 2
+
+
+@needs_espeak
+def test_the_shipped_assistant_greets_the_caller_and_does_not_echo(shipped):
+    """The voice bot (tests/test_assistant.py has its conversation): a steady tone is no
+    speech, so the caller hears the greeting alone, then Vonage is asked to say it played."""
+    result = simulate_socket(shipped.ws, headers={"pipeline": "assistant",
+                                                  "uuid": "shipped-assistant"},
+                             play=tone(440, 4.5, 16000, amplitude=3000))
+    assert result.ok, result.summary()
+    assert result.commands == [{"action": "notify", "payload": {"say": 1}}]
+    greeting = spoken(GREETING)  # "Hello! Do you need billing, sales or support?"
+    assert 2.0 < len(greeting) / 16000 < 4.0
+    assert np.array_equal(result.received[:len(greeting)], greeting)  # it, and no tone
+    assert not result.received[len(greeting):].any()
+    shipped.wait_log("call ended uuid=shipped-assistant")
+    assert "transcriber_error" not in shipped.log() and "could not say" not in shipped.log()

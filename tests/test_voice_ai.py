@@ -228,8 +228,12 @@ def test_tts_config_names_the_engine_and_checks_it_only_when_used(tmp_path, monk
     missing = "install the Debian package espeak-ng"
     with pytest.raises(ConfigError, match=rf"config\.yaml: tts: espeak-ng not found: {missing}"):
         load_settings(write(tmp_path, tts={"voice": "en-us"}))
+    greet = {"greet": [{"say": {"text": "hi"}}], "echo": ["echo"]}
     with pytest.raises(ConfigError, match=rf"pipelines\.greet\[0\]\.say: .*{missing}"):
-        load_settings(write(tmp_path, pipelines={"greet": [{"say": {"text": "hi"}}]}))
+        load_settings(write(tmp_path, pipelines=greet, default_pipeline="greet"))
+    # Not where the daemon sends calls: left out, the daemon starts (tests/test_assistant.py).
+    settings = load_settings(write(tmp_path, pipelines=greet))
+    assert list(settings.pipelines) == ["echo"] and "espeak-ng" in settings.disabled["greet"]
     assert load_settings(write(tmp_path)).tts.name == "espeak-ng"  # unused: not checked
 
 

@@ -142,6 +142,7 @@ def summary(choice: ConfigChoice, settings: Settings, pm: pluggy.PluginManager) 
         numbers = [n for n, p in raw.numbers.items() if p == name]
         called = f"  (numbers: {', '.join(numbers)})" if numbers else ""
         lines.append(f"  {name}: {' -> '.join(steps)}{called}")
+    lines.extend(f"  {name}: OFF, {why}" for name, why in settings.disabled.items())
     lines.extend(security_lines(settings))
     lines.append(f"ok: {choice.path} is valid")
     return lines

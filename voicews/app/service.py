@@ -113,6 +113,7 @@ class VoicewsService(service.MultiService):
             host=host, port=getattr(address, "port", ""),
             pipelines=", ".join(sorted(self.runtime.settings.pipelines)),
         )
+        warn_if_disabled(self.runtime.settings)
         warn_if_exposed(str(host), self.runtime.settings)
         fdreserve.install(port, self.reactor)
         return port
@@ -150,6 +151,7 @@ class VoicewsService(service.MultiService):
             "reloaded {path}: pipelines {pipelines}", path=str(path),
             pipelines=", ".join(sorted(settings.pipelines)),
         )
+        warn_if_disabled(settings)
         return True
 
     # -- stopping -----------------------------------------------------------------------
@@ -297,3 +299,10 @@ def _within(d: defer.Deferred, timeout: float, clock) -> defer.Deferred:
 
     d.addBoth(fire)
     return out
+
+
+def warn_if_disabled(settings: Any) -> None:
+    """One warning per pipeline left out at load (an engine it needs is not installed)."""
+    for name, why in settings.disabled.items():
+        log.warn("pipeline {pipeline} is off, calls to it are refused: {why}",
+                 pipeline=name, why=why)

@@ -145,6 +145,10 @@ class CallProtocol(FastPathProtocol):
         first = parse_first_message(payload, is_binary)
         name = first.headers.get(settings.raw.pipeline_header, settings.raw.default_pipeline)
         spec = settings.pipelines.get(name) if isinstance(name, str) else None
+        if spec is None and name in settings.disabled:
+            log.warn("pipeline {pipeline} is off, call from {peer} refused: {why}",
+                     pipeline=name, peer=self._peer, why=settings.disabled[name])
+            raise ProtocolError(CLOSE_POLICY, f"pipeline {name[:60]!r} is off on this server")
         if spec is None:
             known = ", ".join(sorted(settings.pipelines))
             log.warn(

@@ -23,6 +23,7 @@ from voicews.config import plugins, typed
 from voicews.config import tts as speech
 from voicews.config.transcribe import ConfiguredTranscriber, TranscribeConfig, resolve
 from voicews.config.tts import ConfiguredTts, Tts
+from voicews.engines.tts import EngineUnavailable
 from voicews.pipeline.processor import PrepareContext, Processor
 from voicews.pipeline.steps import PipelineSpec, Step
 
@@ -237,6 +238,10 @@ class Settings:
     """``control.prompts`` resolved: an existing folder, or None (no /play)."""
     transcriber: ConfiguredTranscriber | None = None
     """The speech recognizer, when a pipeline step needs one (the daemon starts it)."""
+    disabled: dict[str, str] = field(default_factory=dict)
+    """Pipelines left out because a step needs an engine this machine does not have (e.g.
+    espeak-ng not installed): name -> why, a config key and the reason.  Not in
+    ``pipelines``; the daemon logs a warning for each at start and reload."""
 
     @property
     def rate(self) -> int:
@@ -376,17 +381,27 @@ def load_settings(path: str | os.PathLike[str], pm: pluggy.PluginManager | None 
         if isinstance(data, dict) and "tts" in data:  # configured: it must be able to speak
             speech.check(tts, "tts")
         transcriber = resolve(raw.transcribe, recognizers)
-        pipelines = {
-            name: _resolve_pipeline(name, steps, processors, base_dir, transcriber, tts)
-            for name, steps in raw.pipelines.items()
-        }
+        pipelines: dict[str, PipelineSpec] = {}
+        disabled: dict[str, str] = {}
+        routed = {raw.default_pipeline, *raw.numbers.values()}
+        for name, steps in raw.pipelines.items():
+            required = transcriber.required
+            try:
+                pipelines[name] = _resolve_pipeline(name, steps, processors, base_dir,
+                                                    transcriber, tts)
+            except _Unavailable as exc:
+                if name in routed:  # the daemon itself sends calls there: it must run
+                    raise typed.DataError(exc.key, exc.reason) from None
+                disabled[name] = f"{exc.key}: {exc.reason}"
+                transcriber.required = required  # its steps will never run
         _check_references(raw)
         _check_cluster(raw.cluster)
         prompts = _prompts_folder(raw.control, base_dir)
     except typed.DataError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
     return Settings(path=path, raw=raw, pipelines=pipelines, tts=tts, prompts=prompts,
-                    transcriber=transcriber if transcriber.required else None)
+                    transcriber=transcriber if transcriber.required else None,
+                    disabled=disabled)
 
 
 def _prompts_folder(control: Control, base_dir: Path) -> Path | None:
@@ -449,10 +464,22 @@ def _resolve_pipeline(
             prepared = cls.prepare(loaded, context)
         except typed.DataError:
             raise
+        except EngineUnavailable as exc:
+            raise _Unavailable(param_key, str(exc)) from None
         except (ValueError, OSError) as exc:
             raise typed.DataError(param_key, str(exc)) from None
         resolved.append(Step(name=proc_name, processor=cls, params=prepared))
     return PipelineSpec(name=name, steps=tuple(resolved))
+
+
+class _Unavailable(Exception):
+    """A step needs an engine this machine does not have (voicews.engines.tts.EngineUnavailable):
+    its pipeline is left out, unless the daemon routes calls to it."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
 
 
 def _step_name(step: Any) -> str:

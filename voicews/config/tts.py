@@ -3,7 +3,9 @@
 Engines come from plugins (the ``register_tts`` hook; the builtin one is eSpeak NG).  The
 section is resolved when config.yaml loads: an unknown engine or bad settings are config
 errors, and when the section is given or a pipeline uses ``say``, the engine is asked
-whether it can speak (a missing espeak-ng binary is an error naming its Debian package).
+whether it can speak (a missing espeak-ng binary is an error naming its Debian package;
+for a pipeline the daemon does not route calls to, it leaves that pipeline out instead:
+voicews.config.settings).
 Without the section and without ``say``, nothing is checked: a plugin calling
 ``session.say`` then finds out at its first call.
 

@@ -38,7 +38,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from voicews.audio.files import resample
-from voicews.engines.tts import SpeechCache, SpeechError, check_rate, clean_text, no_speech
+from voicews.engines.tts import (
+    EngineUnavailable,
+    SpeechCache,
+    SpeechError,
+    check_rate,
+    clean_text,
+    no_speech,
+)
 
 log = Logger()
 
@@ -128,14 +135,14 @@ class Espeak:
         self._voices_checked: set[str] = set()
 
     def path(self) -> str:
-        """The binary's full path, or ValueError naming the Debian package."""
+        """The binary's full path, or EngineUnavailable naming the Debian package."""
         if self._path is None:
             found = shutil.which(self.params.binary)
             if found is None:
                 if self.params.binary == EspeakParams.binary:
-                    raise ValueError(MISSING)
-                raise ValueError(f"{self.params.binary} not found: install the Debian "
-                                 "package espeak-ng, or set binary to its path")
+                    raise EngineUnavailable(MISSING)
+                raise EngineUnavailable(f"{self.params.binary} not found: install the Debian "
+                                        "package espeak-ng, or set binary to its path")
             self._path = found
         return self._path
 

@@ -6,8 +6,9 @@ and never waits on the reactor; engines register through a hook, so a plugin's e
 to satisfy ``TextToSpeech``.
 
 Shared here so engines behave alike: ``clean_text`` (one length limit, no control characters),
-``SpeechCache`` (repeated prompts are synthesized once, memory bounded by bytes) and
-``SpeechError`` (synthesis failed at run time, as opposed to ValueError for bad input).
+``SpeechCache`` (repeated prompts are synthesized once, memory bounded by bytes),
+``SpeechError`` (synthesis failed at run time, as opposed to ValueError for bad input) and
+``EngineUnavailable`` (the engine is not installed here).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ class SpeechError(Exception):
     """Synthesis failed at run time: the engine's process or service failed, hung or is busy."""
 
 
+class EngineUnavailable(ValueError):
+    """The engine cannot run on this machine at all (espeak-ng is not installed), as opposed
+    to a mistake in the config (an unknown voice).  Raised by ``check``: a pipeline that needs
+    the engine is then left out with a warning, so an optional feature (the shipped config's
+    ``assistant``) does not stop the daemon; unless the daemon routes calls to that pipeline
+    itself (``default_pipeline``, ``numbers``), or the ``tts:`` section is given: then it is
+    a config error like any other ValueError."""
+
+
 @runtime_checkable
 class TextToSpeech(Protocol):
     """What the ``say`` processor needs of an engine."""
@@ -36,11 +46,14 @@ class TextToSpeech(Protocol):
     """Short name for logs, metrics and config.yaml (``espeak-ng``)."""
 
     def check(self, voice: str | None = None, **options: object) -> None:
-        """Raise ValueError with a one-line reason when the engine cannot speak (missing
-        binary, no credentials), or cannot with this voice or these options.
+        """Raise ValueError with a one-line reason when the engine cannot speak (no
+        credentials), or cannot with this voice or these options; EngineUnavailable when it
+        cannot run on this machine at all (a missing binary).
 
         Called when config.yaml is loaded, so a pipeline that cannot speak stops the daemon
-        at start, not a call.  May block briefly (it runs before the reactor does).
+        at start, not a call (or, for EngineUnavailable, is left out with a warning).  May
+        block briefly (it runs before the reactor does, or in a worker thread for the
+        control API's ``/say``).
         """
         ...
 

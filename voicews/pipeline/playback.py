@@ -268,28 +268,35 @@ class Playbacks:
     def _end(self, outcome: Outcome, which: Callable[[int], bool]) -> list[Playback]:
         ear = self.ear()
         cut = []
+        ended = []
         for position in [p for p in self._live if which(p)]:
             for p in self._live.pop(position):
                 p._listed = False
                 if p._outcome is not None:
                     continue
                 if p._done_by_model(ear):
-                    self.finish(p, "played")
+                    ended.append(self._settle(p, "played"))
                 else:
-                    self.finish(p, outcome, ear)
+                    ended.append(self._settle(p, outcome, ear))
                     cut.append(p)
             self._extended.pop(position, None)
         cut.sort(key=lambda p: p.start if p.start is not None else ear + p.samples)
         pending = [p for p in self._pending if which(p.position)]
         self._pending = [p for p in self._pending if not which(p.position)]
-        for p in pending:
-            self.finish(p, outcome, ear)
+        ended += [self._settle(p, outcome, ear) for p in pending]
+        # Every one has ended before any Deferred fires: a callback (the say queue releasing
+        # the next text, a bot answering) must not find a text cut here still on its way.
+        for playback in ended:
+            self._fire(playback)
         return cut + pending
 
     def finish(self, playback: Playback, outcome: Outcome, ear: float | None = None) -> None:
         """End one playback now (its Deferred, if ``say`` made one, fires with it)."""
-        if playback._outcome is not None:
-            return
+        if playback._outcome is None:
+            self._fire(self._settle(playback, outcome, ear))
+
+    def _settle(self, playback: Playback, outcome: Outcome,
+                ear: float | None = None) -> Playback:
         if playback.pending:
             playback.pending = False
             if playback in self._pending:
@@ -297,6 +304,10 @@ class Playbacks:
         playback._heard = (playback.samples if outcome == "played"
                            else playback.heard_samples(ear))
         playback._outcome = outcome
+        return playback
+
+    @staticmethod
+    def _fire(playback: Playback) -> None:
         waiter, playback._waiter = playback._waiter, None
         if waiter is not None:
             waiter.callback(playback)

@@ -5,7 +5,9 @@ one routed here through Redis by another worker (voicews.cluster calls :meth:`ha
 Each action goes through the call's own session (``record.pipeline.session``, the head
 of the mix bus), as an application would: ``play`` mixes a prompt into what the caller
 hears, ``notify``/``clear`` are the Vonage commands, ``hangup`` closes the socket 1000
-with outcome ``hangup_api``, ``pipeline`` switches the call's steps between two frames.
+with outcome ``hangup_api``, ``pipeline`` switches the call's steps between two frames,
+``say`` speaks a text with the daemon's text-to-speech engine (``session.say``) and, unless
+asked not to wait, answers with how it ended once Vonage has played it.
 
 Every answer is ``(http_status, json_dict)``; nothing here raises for bad input.
 Prompts: only files inside ``control.prompts`` (resolved at config load).  A request's
@@ -26,6 +28,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from voicews.audio import files
+from voicews.engines.tts import SpeechError
 from voicews.pipeline.pipeline import SwitchFailed, SwitchRefused
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ BODIES: dict[str, dict[str, tuple[type, bool]]] = {
     "notify": {"payload": (dict, True)},
     "hangup": {"reason": (str, False)},
     "pipeline": {"name": (str, True)},
+    "say": {"text": (str, True), "voice": (str, False), "wait": (bool, False)},
 }
 ACTIONS = tuple(action for action in BODIES if action != "info")
 """What ``POST /calls/{uuid}/{action}`` may ask."""
@@ -133,6 +137,28 @@ def _load_prompt(folder: Path | None, given: str) -> files.Prompt:
                       ) from None
 
 
+def _can_say(tts: Any, voice: str | None) -> None:
+    """Refusal(503) when the call's engine cannot speak at all (espeak-ng not installed),
+    Refusal(400) when it cannot in `voice`.  (Runs in a worker thread.)"""
+    if tts is None:
+        raise Refusal(503, "say is off: no text-to-speech engine is configured")
+    try:
+        tts.check()
+    except ValueError as exc:
+        raise Refusal(503, f"text to speech is unavailable: {exc}") from None
+    if voice is not None:
+        try:
+            tts.check(voice)
+        except ValueError as exc:
+            raise Refusal(400, str(exc)) from None
+
+
+def _unsaid(failure: Any, uuid: str) -> None:
+    """A say not waited for failed: nobody is left to answer, so it is logged."""
+    log.warn("control say uuid={uuid} failed: {error}", uuid=uuid,
+             error=failure.getErrorMessage())
+
+
 def _actionable(record: CallRecord) -> bool:
     """Its first message chose a pipeline, and it is not ending."""
     return record.pipeline is not None and not record.ending and not record.pipeline.closed
@@ -186,6 +212,8 @@ class CallActions:
             return 200, self.describe(record)
         if action == "play":
             return self._play(uuid, body)
+        if action == "say":
+            return self._say(uuid, body)
         assert record.pipeline is not None
         session = record.pipeline.session
         done = {"uuid": uuid, "action": action, "worker": self.runtime.worker}
@@ -219,6 +247,29 @@ class CallActions:
         return 200, {"uuid": uuid, "action": "play", "path": body["path"],
                      "seconds": round(len(samples) / record.pipeline.info.rate, 3),
                      "worker": self.runtime.worker}
+
+    @defer.inlineCallbacks
+    def _say(self, uuid: str, body: dict[str, Any]):
+        record = self._live(uuid)
+        assert record.pipeline is not None
+        voice = body.get("voice")
+        # The engine's check may run it (espeak-ng: once per voice): off the reactor.
+        yield self.runtime.run_in_thread(_can_say, record.pipeline.services.tts, voice)
+        record = self._live(uuid)  # the call may have ended meanwhile
+        assert record.pipeline is not None
+        said = record.pipeline.session.say(body["text"], voice=voice)
+        done = {"uuid": uuid, "action": "say", "worker": self.runtime.worker}
+        if not body.get("wait", True):
+            said.addErrback(_unsaid, uuid)
+            return 200, {**done, "queued": True}
+        try:
+            playback = yield said
+        except ValueError as exc:  # the text is too long, an option is refused
+            raise Refusal(400, f"cannot say it: {exc}") from None
+        except SpeechError as exc:  # the engine failed, hung or is busy
+            raise Refusal(503, f"text to speech failed: {exc}") from None
+        return 200, {**done, "outcome": playback.outcome, "heard": round(playback.heard, 3),
+                     "seconds": round(playback.seconds, 3)}
 
     @defer.inlineCallbacks
     def _switch(self, record: CallRecord, name: str, done: dict[str, Any]):

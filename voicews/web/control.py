@@ -7,7 +7,7 @@ one ``voicews_control_actions_total{action,result}``.
 
 - ``GET /calls``: every live call (every worker's, with a cluster);
 - ``GET /calls/{uuid}``: one call;
-- ``POST /calls/{uuid}/{play|clear|notify|hangup|pipeline}`` with a JSON body.
+- ``POST /calls/{uuid}/{play|clear|notify|hangup|pipeline|say}`` with a JSON body.
 
 What an action does is :mod:`voicews.web.actions`.  With ``cluster:`` configured, a call
 this worker does not hold is reached through :mod:`voicews.cluster` (the app service
