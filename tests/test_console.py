@@ -115,10 +115,11 @@ def wait(predicate, timeout: float = 10.0, what: str = "condition"):
         time.sleep(0.05)
 
 
-def simulator(daemon: Daemon, folder: Path, uuid: str, seconds: float, *extra: str):
+def simulator(daemon: Daemon, folder: Path, uuid: str, seconds: float, *extra: str,
+              play: Path | None = None):
     return subprocess.Popen(
         [CALL, daemon.ws, "--header", f"uuid={uuid}", "--header", "pipeline=echo",
-         "--play", str(folder / "tone.wav"), "--seconds", str(seconds), "-q", *extra],
+         "--play", str(play or folder / "tone.wav"), "--seconds", str(seconds), "-q", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=daemon.env)
 
 
@@ -247,7 +248,8 @@ def test_the_softphone_answers_notify_and_clear_like_vonage_at_8_and_24_khz(page
 
 
 def test_the_microphones_speech_is_transcribed_in_the_timeline(page, daemon, folder):
-    beside = simulator(daemon, folder, "sim-beside", 20.0)  # a second row in the table
+    beside = simulator(daemon, folder, "sim-beside", 20.0,  # a second row in the table
+                       play=SPEECH / "two_cities.wav")
     uuid = phone_call(page, "listen", 16000)
 
     def said() -> list[str]:

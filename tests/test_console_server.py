@@ -173,6 +173,8 @@ def test_the_page_is_public_static_files_with_strict_headers(daemon):
     csp = headers["Content-Security-Policy"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert "unsafe" not in csp
+    host = f"127.0.0.1:{daemon.port}"  # the softphone's socket, named for any browser
+    assert f"connect-src 'self' ws://{host} wss://{host};" in csp
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["Referrer-Policy"] == "no-referrer"
     assert headers["Cache-Control"] == "no-cache"

@@ -37,13 +37,17 @@ export class Softphone {
     this.uuid = `console-${newUuid()}`;
     this.on.state("starting the microphone…", true);
     try {
+      // Made and resumed while the click that called us still counts as a user gesture
+      // (autoplay rules); at the device's own rate, which every browser can connect a
+      // microphone to: the worklets resample to the call's rate themselves.
+      this.context = new AudioContext({latencyHint: "interactive"});
+      const resumed = this.context.resume();
       this.media = await navigator.mediaDevices.getUserMedia({
         audio: {channelCount: 1, echoCancellation: true, noiseSuppression: false,
                 autoGainControl: false},
       });
-      this.context = new AudioContext({latencyHint: "interactive"});
       await this.context.audioWorklet.addModule("worklets.js");
-      await this.context.resume();
+      await resumed;
       const url = new URL("socket", root);
       url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
       if (this.setup.ticket) {

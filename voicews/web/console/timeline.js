@@ -1,5 +1,6 @@
-// What happened on each call, as the page shows it: one entry per event, partial
-// transcripts replaced in place by the next partial and then by their final.
+// What happened on each call, as the page shows it: one entry per event in the order they
+// arrived; a partial transcript is updated in place by the next partial, and its final
+// replaces it (at the end: after the speech_stopped that usually comes first).
 
 const MAX_ENTRIES = 500; // per call: the oldest go first
 const MAX_CALLS = 50; // timelines kept; ended calls' go first
@@ -76,17 +77,16 @@ export function addEvent(timelines, record) {
                 node: null};
   if (record.kind === "transcript") {
     const partial = timeline.partial;
-    if (partial) {
-      if (item.final) timeline.partial = null;
-      if (item.final && !item.text) { // the partials were noise: the final is empty
-        timeline.items.splice(timeline.items.indexOf(partial), 1);
-        if (partial.node) partial.node.remove();
-        return null;
-      }
-      Object.assign(partial, {time: item.time, text: item.text, cls: item.cls, final: item.final});
+    if (partial && !item.final) { // the engine's better guess: in place
+      Object.assign(partial, {time: item.time, text: item.text});
       return {item: partial, replaced: true};
     }
-    if (item.final && !item.text) return null;
+    if (partial) { // the final takes the partial's place, after what came meanwhile
+      timeline.partial = null;
+      timeline.items.splice(timeline.items.indexOf(partial), 1);
+      if (partial.node) partial.node.remove();
+    }
+    if (!item.text) return null; // an empty final: the partials were noise
     if (!item.final) timeline.partial = item;
   }
   timeline.items.push(item);
