@@ -92,10 +92,14 @@ def page(daemon):
 
 @pytest.fixture(autouse=True)
 def clean_page(request):
-    """Each test leaves the page without errors (CSP violations are logged as errors)."""
+    """Each test leaves the page without errors (CSP violations are logged as errors), and
+    the softphone idle for the next one."""
     yield
     if "page" in request.fixturenames:
         page = request.getfixturevalue("page")
+        if page.get_attribute("#phone", "data-state") == "busy":
+            page.click("#phone-hangup")
+            page.wait_for_selector("#phone[data-state=idle]")
         assert page.errors == []
 
 
@@ -184,6 +188,33 @@ def test_the_pages_actions_reach_a_call_and_hang_up_closes_it_1000(page, daemon,
     page.wait_for_selector(row(page, "sim-acted"), state="detached", timeout=2000)
 
 
+def test_the_pages_resampler_keeps_the_voice_band_and_stops_aliases(page):
+    """The softphone's sample-rate converter (resample.js), run in the page: a tone's gain
+    in dB after conversion, for each (from, to, frequency)."""
+    gains = page.evaluate("""async (cases) => {
+        const {Resampler} = await import("./resample.js");
+        return cases.map(([from, to, hz]) => {
+            const resampler = new Resampler(from, to);
+            const out = [];
+            for (let block = 0; block < 100; block++) {
+                const x = new Float32Array(128);
+                for (let i = 0; i < 128; i++) x[i] = 0.5 * Math.sin(2 * Math.PI * hz * (block * 128 + i) / from);
+                out.push(...resampler.push(x));
+            }
+            const tail = out.slice(200);
+            const rms = Math.sqrt(tail.reduce((sum, v) => sum + v * v, 0) / tail.length);
+            return [out.length / (12800 * to / from), 20 * Math.log10(rms / (0.5 / Math.SQRT2))];
+        });
+    }""", [[48000, 8000, 1000], [48000, 8000, 5000], [44100, 16000, 9000],
+           [48000, 24000, 3000], [8000, 48000, 1000], [24000, 44100, 6000]])
+    for ratio, _ in gains:
+        assert ratio == pytest.approx(1.0, abs=0.01)  # the rate is the rate asked for
+    (voice8, alias8, alias16, voice24, up8, up24) = [gain for _, gain in gains]
+    assert abs(voice8) < 0.1 and abs(voice24) < 0.1 and abs(up8) < 0.1 and abs(up24) < 0.1
+    # Above the new Nyquist frequency: gone, not folded down into the voice band.
+    assert alias8 < -50 and alias16 < -40  # (9 kHz is only 1 kHz past 16 kHz's Nyquist)
+
+
 def phone_call(page, pipeline: str, rate: int) -> str:
     """Call `pipeline` from the softphone; the call's uuid once its row shows."""
     page.select_option("#phone-pipeline", pipeline)
@@ -237,8 +268,8 @@ def test_the_softphone_answers_notify_and_clear_like_vonage_at_8_and_24_khz(page
     assert '"event":"finished"' in played and "beep.wav" in played
     page.click("#clear")  # the daemon sends clear; the browser answers cleared
     wait(lambda: ("cleared", "cleared (audio dropped)") in timeline(page), what="cleared")
-    listed = calls(daemon)[uuid]
-    assert listed["rate"] == 8000 and listed["frames_in"] >= 25
+    assert calls(daemon)[uuid]["rate"] == 8000
+    wait(lambda: calls(daemon)[uuid]["frames_in"] >= 50, what="8 kHz frames")  # 1 s of them
     phone_hangup(page, daemon, uuid)
 
     uuid = phone_call(page, "echo", 24000)

@@ -83,16 +83,19 @@ export class Softphone {
     const send = (message) => {
       if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
     };
+    let opened = false;
+    capture.port.onmessage = ({data}) => {
+      if (data.type === "frame") {
+        // Frames flow from the first message on, in real time (none saved up before it).
+        if (opened && ws.readyState === WebSocket.OPEN) ws.send(data.frame);
+      } else if (data.type === "level") {
+        this.on.level("input", data.rms);
+      }
+    };
     ws.onopen = () => {
       send({event: "websocket:connected", "content-type": `audio/l16;rate=${rate}`,
             [this.setup.pipeline_header]: pipeline, uuid: this.uuid});
-      capture.port.onmessage = ({data}) => {
-        if (data.type === "frame") {
-          if (ws.readyState === WebSocket.OPEN) ws.send(data.frame);
-        } else if (data.type === "level") {
-          this.on.level("input", data.rms);
-        }
-      };
+      opened = true;
       this.on.state(`in a call: ${pipeline}, ${rate / 1000} kHz`, true);
       this.on.call(this.uuid);
     };
@@ -127,7 +130,9 @@ export class Softphone {
     ws.onclose = (event) => {
       const why = event.reason ? `: ${event.reason}` : "";
       this.teardown();
-      this.on.state(`call ended (close ${event.code}${why})`, false);
+      this.on.state(opened ? `call ended (close ${event.code}${why})`
+        : "the daemon refused the socket (at its call limit, draining, or refusing its " +
+          "authorization: its log says which)", false);
     };
   }
 
