@@ -198,7 +198,9 @@ def test_the_pages_resampler_keeps_the_voice_band_and_stops_aliases(page):
             const out = [];
             for (let block = 0; block < 100; block++) {
                 const x = new Float32Array(128);
-                for (let i = 0; i < 128; i++) x[i] = 0.5 * Math.sin(2 * Math.PI * hz * (block * 128 + i) / from);
+                for (let i = 0; i < 128; i++) {
+                    x[i] = 0.5 * Math.sin(2 * Math.PI * hz * (block * 128 + i) / from);
+                }
                 out.push(...resampler.push(x));
             }
             const tail = out.slice(200);
