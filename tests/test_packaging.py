@@ -104,6 +104,9 @@ def test_wheel_carries_the_twistd_plugin_the_commands_and_the_examples(wheel):
                     "plugins/keypad.py", "plugins/my_processor.py",
                     "plugin-package/pyproject.toml.tmpl"):
         assert f"voicews/examples/{shipped}" in names
+    console = REPO / "voicews" / "web" / "console"  # the web console's page, every file
+    for page_file in console.iterdir():
+        assert f"voicews/web/console/{page_file.name}" in names
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "voicews = voicews.app.cli:main" in scripts

@@ -68,6 +68,9 @@ class Pipeline:
         self.framer = Framer(info.frame_samples)
         self.started_at = services.clock.seconds()
         self.frames_in = 0
+        self.last_frame_in = b""
+        """The latest caller frame as received (the console's level sampler reads it a few
+        times a second: keeping it is one reference per frame, nothing computed)."""
         self.closed = False
         self.failed = False
         self.outcome: str | None = None
@@ -235,6 +238,7 @@ class Pipeline:
     def receive_frame(self, payload: bytes) -> None:
         """Run one inbound frame (exactly one frame of bytes) through the steps."""
         self.frames_in += 1
+        self.last_frame_in = payload
         inbound = np.frombuffer(payload, SAMPLE_DTYPE)
         self._processing = True
         try:

@@ -43,6 +43,8 @@ class PacedSender:
         self._timer: IDelayedCall | None = None
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.last_frame = b""
+        """The latest frame sent (read by the console's level sampler, a few times a second)."""
 
     @property
     def queued_frames(self) -> int:
@@ -89,6 +91,7 @@ class PacedSender:
     def _emit(self, frame: bytes, now: float) -> None:
         self._play_end = (self._play_end if self._play_end > now else now) + FRAME_SECONDS
         self.frames_sent += 1
+        self.last_frame = frame
         self._send_audio(frame)
 
     def _pump(self) -> None:

@@ -5,7 +5,8 @@
   query parameters as compact JSON for a GET), each token accepted once.
 * Socket handshake authorization (``security.websocket_auth``): a Vonage JWT or a
   custom token, checked in the ``/socket`` route before Autobahn sees the request,
-  so a refused handshake never reaches a pipeline.
+  so a refused handshake never reaches a pipeline.  A browser, which cannot send that
+  header, presents a one-use ticket instead (``/socket?ticket=``, voicews.web.tickets).
 * The start-up warning when a public interface is served without authentication.
 
 Every refusal is one log line, one ``voicews_rejected_total{reason}`` increment
@@ -24,6 +25,7 @@ from twisted.web.iweb import IRequest
 
 from voicews.runtime import metrics
 from voicews.vonage import tokens as vonage_jwt
+from voicews.web import tickets
 
 if TYPE_CHECKING:
     from voicews.config.settings import Settings
@@ -98,7 +100,8 @@ def check_socket_handshake(request: IRequest, runtime: Runtime) -> None:
     """Decide, before Autobahn takes the connection, whether this socket may open.
 
     503 while draining or at ``limits.max_calls`` (Vonage may retry later), 401
-    when the configured authorization is missing, 403 when it is wrong.
+    when the configured authorization is missing, 403 when it is wrong.  Instead of the
+    header, a ticket from the console (``?ticket=``, voicews.web.tickets) opens it once.
     """
     settings = runtime.settings
     if runtime.draining:
@@ -108,6 +111,13 @@ def check_socket_handshake(request: IRequest, runtime: Runtime) -> None:
         raise Refused(503, f"at the limit of {max_calls} calls", "max_calls")
     security = settings.raw.security
     if security.websocket_auth == "none":
+        return
+    ticket = (request.args or {}).get(b"ticket")
+    if ticket:
+        try:
+            tickets.check(ticket[-1].decode("ascii", "replace"), security.control_token)
+        except tickets.InvalidTicket as exc:
+            raise Refused(403, f"socket ticket refused: {exc}", "socket_auth") from None
         return
     given = header(request, "authorization")
     if not given:

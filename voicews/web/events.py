@@ -14,6 +14,10 @@ is full, events wait in a queue of its own (``events.stream_queue`` events,
 ``stream_queue_bytes``), the oldest dropped and counted past that, and a client
 that has not taken anything for ``events.stream_timeout`` seconds is cut off.  A
 client going away unsubscribes at once.
+
+``?levels=1`` adds the console's ``levels`` records (voicews.web.levels): a few a second
+per live call, to this stream only, without an ``id:`` (they are not call events and
+have no ``seq``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from zope.interface import implementer
 from voicews.runtime import metrics
 from voicews.runtime.events import AppEvent, BoundedQueue
 from voicews.web import auth
+from voicews.web.levels import LevelSampler
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -59,6 +64,7 @@ class EventStreams:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.levels = LevelSampler(runtime.calls, runtime.clock)
 
     @app.handle_errors(auth.Refused)
     def refused(self, request: IRequest, failure: Any) -> bytes:
@@ -76,14 +82,17 @@ class EventStreams:
                 uuid = values[-1].decode("utf-8")
             except UnicodeDecodeError:
                 raise auth.Refused(400, "uuid is not UTF-8", "bad_request") from None
-        return _Stream(cast(Request, request), self.runtime, uuid).done
+        levels = request.args.get(b"levels", [b""])[-1].lower() in (b"1", b"true", b"yes")
+        return _Stream(cast(Request, request), self.runtime, uuid,
+                       self.levels if levels else None).done
 
 
 @implementer(IPushProducer)
 class _Stream:
     """One ``/events`` client: a bus subscriber and its connection's producer."""
 
-    def __init__(self, request: Request, runtime: Runtime, uuid: str | None) -> None:
+    def __init__(self, request: Request, runtime: Runtime, uuid: str | None,
+                 levels: LevelSampler | None = None) -> None:
         config = runtime.settings.raw.events
         self.request = request
         self.runtime = runtime
@@ -100,6 +109,7 @@ class _Stream:
         request.setHeader(b"x-accel-buffering", b"no")  # nginx: pass each event on at once
         request.registerProducer(self, True)
         self._unsubscribe = runtime.events.subscribe(self)
+        self._unlisten = levels.listen(self.offer) if levels is not None else None
         metrics.EVENT_STREAMS.inc()
         self._keepalive = task.LoopingCall(self._ping)
         self._keepalive.clock = runtime.clock
@@ -170,6 +180,8 @@ class _Stream:
             return
         self.finished = True
         self._unsubscribe()
+        if self._unlisten is not None:
+            self._unlisten()
         metrics.EVENT_STREAMS.dec()
         if self._keepalive.running:
             self._keepalive.stop()
@@ -186,8 +198,9 @@ class _Stream:
 
 
 def _message(event: AppEvent) -> bytes:
-    record = event.record
-    return b"id: %d\ndata: %s\n\n" % (record.get("seq", 0), event.text.encode("ascii"))
+    seq = event.record.get("seq")
+    data = b"data: %s\n\n" % event.text.encode("ascii")
+    return data if seq is None else b"id: %d\n" % seq + data
 
 
 def _peer(request: IRequest) -> str:

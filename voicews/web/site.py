@@ -1,7 +1,8 @@
 """The daemon's one HTTP resource tree: everything that answers on the port.
 
 Each concern is its own Klein app, mounted here under its path: Vonage's
-webhooks (``/webhooks/``), the control API (``/calls``), and beside them
+webhooks (``/webhooks/``), the control API (``/calls``), the event stream
+(``/events``), the web console (``/console``), and beside them
 ``/health``, ``/metrics`` and the door to the call socket (``/socket``).  A new
 concern adds its module and one route here.
 """
@@ -17,6 +18,7 @@ from voicews.call.protocol import CallFactory
 from voicews.runtime import metrics
 from voicews.runtime.state import Runtime
 from voicews.web import auth
+from voicews.web.console import Console
 from voicews.web.control import ControlApi
 from voicews.web.events import EventStreams
 from voicews.web.webhooks import Webhooks, json_response
@@ -34,6 +36,7 @@ class Root:
         self.webhooks = Webhooks(runtime)
         self.control = ControlApi(runtime)
         self.events = EventStreams(runtime)
+        self.console = Console(runtime)
 
     @app.handle_errors(auth.Refused)
     def refused(self, request: IRequest, failure) -> bytes:
@@ -50,6 +53,10 @@ class Root:
     @app.route("/events", branch=True)
     def events_branch(self, request: IRequest):
         return self.events.app.resource()
+
+    @app.route("/console/", branch=True)  # /console redirects here: the page uses relative URLs
+    def console_branch(self, request: IRequest):
+        return self.console.app.resource()
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
