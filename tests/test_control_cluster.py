@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from test_cluster import RedisServer, needs_redis
 from test_control import RATE, TOKEN, Live, api
+from test_events import Receiver, Stream
 
 from voicews.audio.samples import db_to_factor, saturate
 
@@ -24,12 +25,13 @@ from conftest import Daemon, base_config
 N = RATE // 50
 
 
-def worker(folder, name: str, redis_url: str) -> Daemon:
+def worker(folder, name: str, redis_url: str, events_url: str) -> Daemon:
     path = folder / name
     path.mkdir()
     config = base_config(
         security={"control_token": TOKEN},
         cluster={"redis": redis_url, "refresh": 0.2, "ttl": 1.0, "request_timeout": 2.0},
+        events={"url": events_url},
     )
     return Daemon(path, config).start()
 
@@ -54,20 +56,22 @@ def listed(daemon: Daemon) -> dict[str, str]:
 def cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cluster")
     redis = RedisServer().start()
+    app = Receiver()
     workers = []
     try:
-        workers.append(worker(folder, "a", redis.url))
-        workers.append(worker(folder, "b", redis.url))
-        yield redis, workers[0], workers[1]
+        workers.append(worker(folder, "a", redis.url, app.url))
+        workers.append(worker(folder, "b", redis.url, app.url))
+        yield redis, workers[0], workers[1], app
     finally:
         for daemon in workers:
             daemon.stop()
+        app.close()
         redis.cleanup()
 
 
 @needs_redis
 def test_a_call_held_by_a_is_listed_switched_and_hung_up_through_b(cluster):
-    redis, a, b = cluster
+    redis, a, b, _ = cluster
     voice = np.random.default_rng(5).integers(-8000, 8000, 30 * RATE).astype("<i2")
     held = Live(a, "held-by-a", play=voice, seconds=30)
     other = Live(b, "held-by-b", seconds=1.0)
@@ -129,7 +133,7 @@ def test_a_call_held_by_a_is_listed_switched_and_hung_up_through_b(cluster):
 @needs_redis
 @needs_espeak
 def test_say_through_b_speaks_in_a_call_held_by_a_and_answers_with_its_outcome(cluster):
-    _, a, b = cluster
+    _, a, b, _ = cluster
     call = Live(a, "say-via-b", seconds=7.0)
     name_a = call.info()["worker"]
     wait_for(lambda: listed(b).get("say-via-b") == name_a, "A's call listed by B")
@@ -150,3 +154,27 @@ def test_say_through_b_speaks_in_a_call_held_by_a_and_answers_with_its_outcome(c
     assert any(np.array_equal(heard[at: at + len(longer)], longer)  # said in full
                for at in range(start + len(speech) // N * N, len(heard) - len(longer), N))
     assert "control say uuid=say-via-b routed here -> 200" in a.log()
+
+
+@needs_redis
+def test_call_events_reach_every_workers_stream_and_the_app_once(cluster):
+    """A's call events stream from B's /events too; the app gets each one once (from A)."""
+    _, a, b, app = cluster
+    streams = {"a": Stream(a, token=TOKEN), "b": Stream(b, token=TOKEN)}
+    try:
+        call = Live(a, "evented", seconds=1.0)
+        name_a = call.info()["worker"]
+        for stream in streams.values():
+            stream.wait(lambda s=stream: "call_ended" in s.kinds("evented"))
+        seen = {name: [r for _, r in s.records if r["uuid"] == "evented"]
+                for name, s in streams.items()}
+    finally:
+        for stream in streams.values():
+            stream.close()
+    assert [r["kind"] for r in seen["a"]] == [r["kind"] for r in seen["b"]]
+    assert [r["kind"] for r in seen["b"]][0] == "call_started"
+    assert {r["worker"] for r in seen["b"]} == {name_a}
+    posted = [e for e in app.wait(lambda events: any(
+        e["uuid"] == "evented" and e["kind"] == "call_ended" for e in events))
+        if e["uuid"] == "evented"]
+    assert sorted(e["seq"] for e in posted) == sorted(r["seq"] for r in seen["a"])

@@ -35,6 +35,7 @@ from voicews.config import plugins
 from voicews.config.settings import ConfigError, load_settings
 from voicews.runtime import metrics
 from voicews.runtime.callbacks import EventCallbacks
+from voicews.runtime.events import AppEvent
 from voicews.runtime.state import Runtime
 from voicews.web import fdreserve
 from voicews.web.auth import warn_if_exposed
@@ -244,7 +245,29 @@ def _cluster_link(runtime: Runtime, control: ControlApi, reactor: Any) -> Any:
     control.cluster = link
     control.actions.changed = link.refresh_now  # a switch changed a call's pipeline
     runtime.call_watchers.append(link.refresh_now)  # a call started or ended
+    # Call events: ours go to the other workers; theirs reach our /events streams (not our
+    # HTTP callbacks: each event is posted once, by the worker that holds the call).
+    runtime.events.subscribe(_SharedEvents(link), remote=False)
+
+    def theirs(record: dict[str, Any]) -> None:
+        if record.get("worker") != runtime.worker:
+            runtime.events.deliver(AppEvent.from_record(record), remote=True)
+
+    link.subscribe_events(theirs)
     return link
+
+
+class _SharedEvents:
+    """A bus subscriber that hands this worker's call events to the cluster link."""
+
+    def __init__(self, link: Any) -> None:
+        self.link = link
+
+    def offer(self, event: AppEvent) -> None:
+        self.link.publish_event(event.record)
+
+    def close(self) -> None:
+        pass
 
 
 @implementer(IStreamServerEndpoint)

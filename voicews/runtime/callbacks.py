@@ -83,7 +83,8 @@ class EventCallbacks(Service):
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
         super().startService()
-        self._unsubscribe = self.runtime.events.subscribe(self)
+        # Posted once, by the worker that holds the call: not other workers' events.
+        self._unsubscribe = self.runtime.events.subscribe(self, remote=False)
 
     # -- taking events (on the reactor, from a call's event delivery: never waits) ---------
 

@@ -144,6 +144,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        self._local_only: set[int] = set()  # subscribers that want this process's events only
         self._failed: set[int] = set()
         self.seq = 0
         self.closed = False
@@ -160,9 +161,12 @@ class EventBus:
         metrics.EVENTS.inc()
         self.deliver(make_event(info, event, self.seq))
 
-    def deliver(self, event: AppEvent) -> None:
-        """Hand one record to every subscriber; a subscriber that raises is logged once."""
+    def deliver(self, event: AppEvent, remote: bool = False) -> None:
+        """Hand one record to every subscriber (a `remote` one, another worker's event, only
+        to those that want them); a subscriber that raises is logged once."""
         for subscriber in list(self._subscribers):
+            if remote and id(subscriber) in self._local_only:
+                continue
             try:
                 subscriber.offer(event)
             except Exception:
@@ -170,14 +174,21 @@ class EventBus:
                     self._failed.add(id(subscriber))
                     log.failure("an events subscriber raised (logged once)")
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Deliver events to `subscriber` from now on; returns the call that stops it."""
+    def subscribe(self, subscriber: Subscriber, *, remote: bool = True) -> Callable[[], None]:
+        """Deliver events to `subscriber` from now on; returns the call that stops it.
+
+        With a cluster, other workers' events are delivered too, unless `remote` is False:
+        what must happen once per event (an HTTP callback) happens where the call is.
+        """
         self._subscribers.append(subscriber)
+        if not remote:
+            self._local_only.add(id(subscriber))
 
         def unsubscribe() -> None:
             if subscriber in self._subscribers:
                 self._subscribers.remove(subscriber)
             self._failed.discard(id(subscriber))
+            self._local_only.discard(id(subscriber))
 
         return unsubscribe
 
