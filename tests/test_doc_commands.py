@@ -106,6 +106,14 @@ SKIPPED: dict[tuple[str, str], str] = {
     ("docs/bridge.md", "twistd -n voicews -c config.yaml"): (
         "two terminals in one block (the daemon in the foreground, then the call) and the bot "
         "of the page running; tests/test_bridge_processor.py runs this very example"),
+    ("docs/console.md", "voicews-call ws://127.0.0.1:8080/socket --header uuid=demo"): (
+        "a 30 s call to watch in the page: tests/test_console.py makes such a call and checks "
+        "the page shows it"),
+    ("docs/console.md", "VOICEWS_CONSOLE_SCREENSHOT=docs/console.png"): (
+        "takes the docs' screenshot by running the browser tests: tests/test_console.py"),
+    ("docs/voice-ai.md", "voicews-call --events --header pipeline=assistant"): (
+        "needs a recording of the reader's voice (speech.wav): tests/test_assistant.py runs "
+        "the assistant on clips of the test reading"),
 }
 
 
