@@ -25,6 +25,7 @@ call takes autobahn's and Twisted's public path, frame for frame the same.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -39,6 +40,7 @@ try:  # websockets (already ours for the simulator) ships this in C: ~10x numpy'
 except ImportError:  # pragma: no cover - a platform without its compiled wheel
     from websockets.utils import apply_mask  # its pure-Python twin
 
+_write = os.write  # on the socket's descriptor: socket.send's argument parsing costs more
 BINARY_FIN = 0x82  # FIN + opcode 2: a whole, unfragmented binary message
 _MASKED_LEN16 = 0x80 | 126  # masked, 16-bit extended length: every L16 frame (320-960 bytes)
 _STATE_OPEN = WebSocketServerProtocol.STATE_OPEN
@@ -97,7 +99,7 @@ class FastPathProtocol(WebSocketServerProtocol):
     """autobahn's server protocol, with whole binary frames read and sent directly."""
 
     _fast = False
-    _socket: Any = None
+    _fd = -1  # the socket's descriptor, written directly (os.write) when nothing waits
     _frame_bytes = 0
     _audio_header = b""
     _in_frame_wire = -1  # wire size of one masked audio frame, once the fast path may take it
@@ -122,7 +124,7 @@ class FastPathProtocol(WebSocketServerProtocol):
             self._fast and isinstance(transport, tcp.Connection) and not transport.TLS
             and hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataBuffer")
         ):
-            self._socket = transport.socket
+            self._fd = transport.socket.fileno()
             return True
         return False
 
@@ -218,16 +220,16 @@ class FastPathProtocol(WebSocketServerProtocol):
             return
         data = self._audio_header + frame
         transport: Any = self.transport
-        sock = self._socket
+        fd = self._fd
         if (
-            sock is not None
+            fd >= 0
             and not transport.dataBuffer
             and not transport._tempDataBuffer
             and transport.connected
             and not transport.disconnecting
         ):
             try:
-                sent = sock.send(data)
+                sent = _write(fd, data)
             except OSError:
                 sent = 0  # EAGAIN, or an error write() will meet and report as usual
             if sent == len(data):
