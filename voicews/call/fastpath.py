@@ -104,6 +104,8 @@ class FastPathProtocol(WebSocketServerProtocol):
     _audio_header = b""
     _in_frame_wire = -1  # wire size of one masked audio frame, once the fast path may take it
     _in_frame_prefix = b""
+    _direct: Any = None  # where audio frames go, skipping onMessage (see deliver_directly)
+    _direct_left = 0  # frames to deliver directly before the next goes through onMessage
 
     def fast_open(self, allowed: bool) -> bool:
         """At onOpen: may this connection take the fast path?  True when it reads plain TCP.
@@ -137,6 +139,16 @@ class FastPathProtocol(WebSocketServerProtocol):
             self._in_frame_wire = 8 + size
             self._in_frame_prefix = bytes((BINARY_FIN, _MASKED_LEN16, size >> 8, size & 0xFF))
 
+    def deliver_directly(self, receive: Any, frames: int) -> None:
+        """Hand the next `frames` audio frames read whole to `receive(payload)`, not onMessage.
+
+        The usual read is one frame; this spares it the general ``onMessage``.  After
+        `frames` of them, one goes through ``onMessage`` again (which may call this anew);
+        ``receive=None`` stops it at once (the call is ending).
+        """
+        self._direct = receive
+        self._direct_left = frames if receive is not None else 0
+
     @property
     def failed_by_autobahn(self) -> tuple[bool, str]:
         """Whether autobahn failed the connection itself (a protocol error), and why."""
@@ -161,7 +173,11 @@ class FastPathProtocol(WebSocketServerProtocol):
             and not self.inside_message
         ):
             # The usual read: exactly one whole masked audio frame (header 4, mask 4).
-            self.onMessage(apply_mask(data[8:], data[4:8]), True)
+            if self._direct_left:
+                self._direct_left -= 1
+                self._direct(apply_mask(data[8:], data[4:8]))
+            else:
+                self.onMessage(apply_mask(data[8:], data[4:8]), True)
             return
         if not self._fast or self.state != _STATE_OPEN or self.current_frame is not None:
             super().dataReceived(data)  # autobahn's own path
