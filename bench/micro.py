@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return count_instructions(args)
     if args.sockets:
         import sockets
+
         from voicews.config import plugins
 
         pm = plugins.make_plugin_manager()

@@ -14,6 +14,7 @@ difference between two versions is the server's).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -65,10 +66,8 @@ def run(settings: Any, pm: Any, pipeline: str, calls: int, frames: int) -> dict:
 
     def handshaken() -> bool:
         for s in socks:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 answers[s] += s.recv(4096)
-            except BlockingIOError:
-                pass
         return all(b"\r\n\r\n" in a for a in answers.values())
 
     _until(reactor, handshaken, "the handshakes")
