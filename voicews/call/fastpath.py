@@ -30,9 +30,9 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import abstract, tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 try:  # websockets (already ours for the simulator) ships this in C: ~10x numpy's speed per frame
@@ -72,7 +72,7 @@ def self_check() -> str | None:
     factory = WebSocketServerFactory("ws://localhost/socket")
     factory.protocol = FastPathProtocol
     protocol = factory.buildProtocol(None)
-    transport = StringTransport()
+    transport = _CheckTransport()
     try:
         protocol.makeConnection(transport)
         protocol.dataReceived(
@@ -93,6 +93,47 @@ def self_check() -> str | None:
     if missing:
         return "internals missing: " + ", ".join(missing)
     return None
+
+
+class _CheckTransport:
+    """The little of a TCP transport the self-check's handshake needs, kept in memory.
+
+    (Twisted's StringTransport would do, but importing twisted.internet.testing brings
+    in trial, unittest and doctest: over a megabyte of every daemon's memory.)
+    """
+
+    disconnecting = False
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def writeSequence(self, seq: list[bytes]) -> None:  # noqa: N802 - Twisted's name
+        for data in seq:
+            self.write(data)
+
+    def getPeer(self) -> IPv4Address:  # noqa: N802
+        return IPv4Address("TCP", "127.0.0.1", 40000)
+
+    def getHost(self) -> IPv4Address:  # noqa: N802
+        return IPv4Address("TCP", "127.0.0.1", 8080)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:  # noqa: N802
+        pass
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:  # noqa: N802
+        pass
+
+    def unregisterProducer(self) -> None:  # noqa: N802
+        pass
+
+    def loseConnection(self) -> None:  # noqa: N802
+        self.disconnecting = True
+
+    def abortConnection(self) -> None:  # noqa: N802
+        self.disconnecting = True
 
 
 class FastPathProtocol(WebSocketServerProtocol):
