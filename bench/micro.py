@@ -107,7 +107,10 @@ def bench_settings(pm, config: str | None):
         config = workdir / "config.yaml"
         config.write_text(yaml.safe_dump({"pipelines": pipelines}))
     settings = load_settings(Path(config), pm)
-    limits = replace(settings.raw.limits, max_lead_seconds=1e9, idle_timeout=1e6)
+    # (--sockets runs the real service: its stall watch's heartbeat, a reactor turn every
+    # stall_seconds / 5 of wall time, would count more the slower the run, e.g. in valgrind.)
+    limits = replace(settings.raw.limits, max_lead_seconds=1e9, idle_timeout=1e6,
+                     max_burst_seconds=1e9, stall_seconds=1e6)
     return replace(settings, raw=replace(settings.raw, limits=limits))
 
 
@@ -163,12 +166,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src", help="voicews source tree to measure (default: this one)")
     p.add_argument("--config", help="measure a pipeline of this config.yaml (your plugins "
                                     "included) instead of the builtin ones")
+    p.add_argument("--sockets", type=int, metavar="N",
+                   help="over real loopback sockets: the real service and N calls, one frame "
+                        "each per reactor wake-up (bench/sockets.py): the I/O path included")
     p.add_argument("--instructions", action="store_true",
                    help="count instructions per frame under valgrind (callgrind) instead of "
                         "timing: the same figure on every run, whatever the machine is doing")
     args = p.parse_args(argv)
     if args.instructions:
         return count_instructions(args)
+    if args.sockets:
+        import sockets
+
+        from voicews.config import plugins
+
+        pm = plugins.make_plugin_manager()
+        result = sockets.run(bench_settings(pm, args.config), pm, args.pipeline, args.sockets,
+                             args.frames)
+        print(json.dumps(result))
+        return 0
     proto, transport = make_protocol(args.pipeline, args.config)
     frames_list = payloads(args.signal)
     chunks = [b"".join(frames_list[(i + j) % len(frames_list)] for j in range(args.batch))
@@ -217,6 +233,8 @@ def count_instructions(args) -> int:
                    "--pipeline", args.pipeline, "--signal", args.signal, "--src", _src]
         if args.config:
             command += ["--config", args.config]
+        if args.sockets:
+            command += ["--sockets", str(args.sockets)]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         counts[frames] = int(re.search(r"Collected : (\d+)", done.stderr).group(1))
     print(json.dumps({"pipeline": args.pipeline, "signal": args.signal, "src": _src,

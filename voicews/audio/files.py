@@ -9,6 +9,8 @@ re-decodes only files that changed.
 
 Decoding happens when config.yaml is loaded (a processor's ``prepare``), so a
 missing or undecodable file stops the daemon at start rather than failing a call.
+libsndfile and libsoxr are loaded the first time a file is read, written or
+resampled: a daemon whose pipelines play and record nothing never holds them.
 The call simulator reads the files it plays and writes what it heard through the
 same functions, so both sides of a test decode and resample alike.
 """
@@ -20,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile
-import soxr
 
 from voicews.audio.samples import RATES, SAMPLE_DTYPE, saturate
 
@@ -80,6 +80,8 @@ def decode(path: Path) -> tuple[np.ndarray, int, int]:
         raise ValueError(f"no such file: {path}")
     if not path.is_file():
         raise ValueError(f"not a file: {path}")
+    import soundfile  # here, not at import: see the module's docstring
+
     try:
         data, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -102,6 +104,8 @@ def resample(mono: np.ndarray, source_rate: int, rate: int) -> np.ndarray:
     if mono.dtype.kind in "iu":
         mono = mono.astype(np.float64) / FULL_SCALE
     if source_rate != rate and len(mono):
+        import soxr  # see the module's docstring
+
         mono = soxr.resample(mono, source_rate, rate, quality="HQ")
     samples = saturate(mono * FULL_SCALE)
     samples.flags.writeable = False
@@ -154,12 +158,16 @@ def load_audio(path: str | Path, rate: int) -> np.ndarray:
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """A sound file's first channel as int16 exactly as stored, and its rate."""
+    import soundfile
+
     data, rate = soundfile.read(str(path), dtype="int16", always_2d=True)
     return np.ascontiguousarray(data[:, 0]), rate
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
     """Write int16 samples (mono, or one column per channel) as a 16-bit PCM WAV file."""
+    import soundfile
+
     soundfile.write(
         str(path), np.asarray(samples, dtype=SAMPLE_DTYPE), rate, subtype="PCM_16", format="WAV"
     )

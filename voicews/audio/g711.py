@@ -3,7 +3,8 @@
 μ-law is what Twilio Media Streams carry (``audio/x-mulaw``, 8 kHz, one byte a
 sample).  Both directions are one table lookup per sample: a 64 Ki-entry table
 from every int16 value to its code, and a 256-entry table back.  The tables are
-built once, at import, from the reference algorithm of G.711 on 14-bit linear
+built once, on first use (building them takes a few MB of numpy temporaries that
+the process keeps: a daemon without a Twilio bridge never pays it), from the reference algorithm of G.711 on 14-bit linear
 samples (the int16 sample shifted right by two, so the two low bits are
 ignored, as in every 16-bit G.711 codec), and decoding gives the 16-bit value
 of each code (the 14-bit one shifted left by two: full scale is +/-32124).
@@ -13,6 +14,8 @@ input (the tests compare all 65536 samples and all 256 codes).
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import numpy as np
 
@@ -24,7 +27,8 @@ _CLIP = 8159
 """The largest 14-bit magnitude μ-law codes; louder samples take the loudest code."""
 
 
-def _build_encode_table() -> np.ndarray:
+@cache
+def _encode_table() -> np.ndarray:
     """The μ-law code of each int16 value, indexed by the value's uint16 bit pattern."""
     linear = np.arange(-32768, 32768, dtype=np.int32) >> 2  # 14-bit, as G.711 defines it
     negative = linear < 0
@@ -40,29 +44,27 @@ def _build_encode_table() -> np.ndarray:
     code = np.where(negative, code ^ 0x7F, code ^ 0xFF).astype(np.uint8)
     table = np.empty(65536, dtype=np.uint8)
     table[np.arange(-32768, 32768, dtype=np.int32).astype(np.uint16)] = code
+    table.flags.writeable = False
     return table
 
 
-def _build_decode_table() -> np.ndarray:
+@cache
+def _decode_table() -> np.ndarray:
     """The int16 value of each μ-law code."""
     inverted = ~np.arange(256, dtype=np.int32) & 0xFF
     magnitude = (((inverted & 0x0F) << 3) + _BIAS) << ((inverted & 0x70) >> 4)
     value = np.where(inverted & 0x80, _BIAS - magnitude, magnitude - _BIAS)
-    return value.astype(SAMPLE_DTYPE)
-
-
-_ENCODE = _build_encode_table()
-_DECODE = _build_decode_table()
-_ENCODE.flags.writeable = False
-_DECODE.flags.writeable = False
+    table = value.astype(SAMPLE_DTYPE)
+    table.flags.writeable = False
+    return table
 
 
 def encode(samples: np.ndarray) -> bytes:
     """int16 samples (any length) to μ-law bytes, one per sample."""
     samples = np.asarray(samples, dtype=SAMPLE_DTYPE)
-    return _ENCODE[samples.view(np.uint16)].tobytes()
+    return _encode_table()[samples.view(np.uint16)].tobytes()
 
 
 def decode(data: bytes | bytearray | memoryview) -> np.ndarray:
     """μ-law bytes to int16 samples, one per byte (a new, writable array)."""
-    return _DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return _decode_table()[np.frombuffer(data, dtype=np.uint8)]

@@ -18,8 +18,9 @@ rejection from 4.2 kHz (measured; see tests/test_bridge_audio.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import soxr
 
 from voicews.audio.files import FULL_SCALE
 from voicews.audio.samples import SAMPLE_DTYPE, saturate
@@ -31,7 +32,7 @@ class StreamResampler:
     def __init__(self, in_rate: int, out_rate: int) -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._soxr: soxr.ResampleStream | None = None
+        self._soxr: Any = None  # a soxr.ResampleStream while the rates differ
         self._taken = 0
         self._given = 0
         self._fresh()
@@ -39,6 +40,8 @@ class StreamResampler:
     def _fresh(self) -> None:
         self._taken = self._given = 0
         if self.in_rate != self.out_rate:
+            import soxr  # loaded where rates differ only
+
             self._soxr = soxr.ResampleStream(
                 self.in_rate, self.out_rate, 1, dtype="float32", vr=True
             )

@@ -25,13 +25,14 @@ call takes autobahn's and Twisted's public path, frame for frame the same.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import abstract, tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 try:  # websockets (already ours for the simulator) ships this in C: ~10x numpy's speed per frame
@@ -39,6 +40,7 @@ try:  # websockets (already ours for the simulator) ships this in C: ~10x numpy'
 except ImportError:  # pragma: no cover - a platform without its compiled wheel
     from websockets.utils import apply_mask  # its pure-Python twin
 
+_write = os.write  # on the socket's descriptor: socket.send's argument parsing costs more
 BINARY_FIN = 0x82  # FIN + opcode 2: a whole, unfragmented binary message
 _MASKED_LEN16 = 0x80 | 126  # masked, 16-bit extended length: every L16 frame (320-960 bytes)
 _STATE_OPEN = WebSocketServerProtocol.STATE_OPEN
@@ -70,7 +72,7 @@ def self_check() -> str | None:
     factory = WebSocketServerFactory("ws://localhost/socket")
     factory.protocol = FastPathProtocol
     protocol = factory.buildProtocol(None)
-    transport = StringTransport()
+    transport = _CheckTransport()
     try:
         protocol.makeConnection(transport)
         protocol.dataReceived(
@@ -93,15 +95,58 @@ def self_check() -> str | None:
     return None
 
 
+class _CheckTransport:
+    """The little of a TCP transport the self-check's handshake needs, kept in memory.
+
+    (Twisted's StringTransport would do, but importing twisted.internet.testing brings
+    in trial, unittest and doctest: over a megabyte of every daemon's memory.)
+    """
+
+    disconnecting = False
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def writeSequence(self, seq: list[bytes]) -> None:  # noqa: N802 - Twisted's name
+        for data in seq:
+            self.write(data)
+
+    def getPeer(self) -> IPv4Address:  # noqa: N802
+        return IPv4Address("TCP", "127.0.0.1", 40000)
+
+    def getHost(self) -> IPv4Address:  # noqa: N802
+        return IPv4Address("TCP", "127.0.0.1", 8080)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:  # noqa: N802
+        pass
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:  # noqa: N802
+        pass
+
+    def unregisterProducer(self) -> None:  # noqa: N802
+        pass
+
+    def loseConnection(self) -> None:  # noqa: N802
+        self.disconnecting = True
+
+    def abortConnection(self) -> None:  # noqa: N802
+        self.disconnecting = True
+
+
 class FastPathProtocol(WebSocketServerProtocol):
     """autobahn's server protocol, with whole binary frames read and sent directly."""
 
     _fast = False
-    _socket: Any = None
+    _fd = -1  # the socket's descriptor, written directly (os.write) when nothing waits
     _frame_bytes = 0
     _audio_header = b""
     _in_frame_wire = -1  # wire size of one masked audio frame, once the fast path may take it
     _in_frame_prefix = b""
+    _direct: Any = None  # where audio frames go, skipping onMessage (see deliver_directly)
+    _direct_left = 0  # frames to deliver directly before the next goes through onMessage
 
     def fast_open(self, allowed: bool) -> bool:
         """At onOpen: may this connection take the fast path?  True when it reads plain TCP.
@@ -122,7 +167,7 @@ class FastPathProtocol(WebSocketServerProtocol):
             self._fast and isinstance(transport, tcp.Connection) and not transport.TLS
             and hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataBuffer")
         ):
-            self._socket = transport.socket
+            self._fd = transport.socket.fileno()
             return True
         return False
 
@@ -134,6 +179,16 @@ class FastPathProtocol(WebSocketServerProtocol):
                                       self.maxMessagePayloadSize or size):
             self._in_frame_wire = 8 + size
             self._in_frame_prefix = bytes((BINARY_FIN, _MASKED_LEN16, size >> 8, size & 0xFF))
+
+    def deliver_directly(self, receive: Any, frames: int) -> None:
+        """Hand the next `frames` audio frames read whole to `receive(payload)`, not onMessage.
+
+        The usual read is one frame; this spares it the general ``onMessage``.  After
+        `frames` of them, one goes through ``onMessage`` again (which may call this anew);
+        ``receive=None`` stops it at once (the call is ending).
+        """
+        self._direct = receive
+        self._direct_left = frames if receive is not None else 0
 
     @property
     def failed_by_autobahn(self) -> tuple[bool, str]:
@@ -159,7 +214,11 @@ class FastPathProtocol(WebSocketServerProtocol):
             and not self.inside_message
         ):
             # The usual read: exactly one whole masked audio frame (header 4, mask 4).
-            self.onMessage(apply_mask(data[8:], data[4:8]), True)
+            if self._direct_left:
+                self._direct_left -= 1
+                self._direct(apply_mask(data[8:], data[4:8]))
+            else:
+                self.onMessage(apply_mask(data[8:], data[4:8]), True)
             return
         if not self._fast or self.state != _STATE_OPEN or self.current_frame is not None:
             super().dataReceived(data)  # autobahn's own path
@@ -218,16 +277,16 @@ class FastPathProtocol(WebSocketServerProtocol):
             return
         data = self._audio_header + frame
         transport: Any = self.transport
-        sock = self._socket
+        fd = self._fd
         if (
-            sock is not None
+            fd >= 0
             and not transport.dataBuffer
             and not transport._tempDataBuffer
             and transport.connected
             and not transport.disconnecting
         ):
             try:
-                sent = sock.send(data)
+                sent = _write(fd, data)
             except OSError:
                 sent = 0  # EAGAIN, or an error write() will meet and report as usual
             if sent == len(data):

@@ -121,6 +121,8 @@ class CallProtocol(FastPathProtocol):
                 started = perf_counter()
                 pipeline.receive_frame(payload)
                 metrics.PROCESSING.observe(perf_counter() - started)
+                if not self._ended:  # the frames in between skip this method
+                    self.deliver_directly(pipeline.receive_frame, metrics.PROCESSING_SAMPLE - 1)
             return
         try:
             if pipeline is None:
@@ -254,6 +256,7 @@ class CallProtocol(FastPathProtocol):
             self.outcome = "unread"
             self._close_reason = "peer does not read"
             self._ended = True
+            self.deliver_directly(None, 0)  # frames from now on meet _ended
             if self.record is not None:
                 self.record.ending = True
             if self.pipeline is not None:
@@ -288,6 +291,7 @@ class CallProtocol(FastPathProtocol):
         self.outcome = outcome
         self._close_reason = reason
         self._ended = True
+        self.deliver_directly(None, 0)  # frames from now on meet _ended
         if self.record is not None:
             self.record.ending = True
         if self.pipeline is not None:
@@ -323,6 +327,7 @@ class CallProtocol(FastPathProtocol):
             self.outcome = "bad_message" if self.pipeline is not None else "rejected"
             self._close_reason = why
         self._ended = True
+        self.deliver_directly(None, 0)  # frames from now on meet _ended
         pipeline = self.pipeline
         if pipeline is None:
             self._forget(record, "")

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import soundfile
 from twisted.internet import defer, error, protocol
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.logger import Logger
@@ -370,6 +369,8 @@ class _Synthesis(protocol.ProcessProtocol):
 
 def decode_wav(wav: bytes, rate: int) -> np.ndarray:
     """espeak-ng's WAV (its sizes left at 0x7fff_f000 on a pipe) as read-only int16 at `rate`."""
+    import soundfile  # on first use: libsndfile is big
+
     try:
         samples, source_rate = soundfile.read(io.BytesIO(wav), dtype="int16", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:

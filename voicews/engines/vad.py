@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import webrtcvad
 
 from voicews.audio.samples import FRAME_SECONDS, RATES, SAMPLE_DTYPE, frame_samples
 
@@ -138,6 +137,8 @@ class VoiceActivity:
         self.speaking = False
         self.frames_fed = 0
         self._samples = frame_samples(rate)
+        import webrtcvad  # loaded by the first call that uses it
+
         self._vad = webrtcvad.Vad(params.aggressiveness)
         self._vad_rate = 8000 if rate == 24000 else rate
         self._window = np.hanning(self._samples)
