@@ -4,7 +4,8 @@
 sample).  Both directions are one table lookup per sample: a 64 Ki-entry table
 from every int16 value to its code, and a 256-entry table back.  The tables are
 built once, on first use (building them takes a few MB of numpy temporaries that
-the process keeps: a daemon without a Twilio bridge never pays it), from the reference algorithm of G.711 on 14-bit linear
+the process keeps: a daemon without a Twilio bridge never pays it), from the
+reference algorithm of G.711 on 14-bit linear
 samples (the int16 sample shifted right by two, so the two low bits are
 ignored, as in every 16-bit G.711 codec), and decoding gives the 16-bit value
 of each code (the 14-bit one shifted left by two: full scale is +/-32124).
