@@ -18,7 +18,7 @@ from voicews import __version__
 from voicews.app.cli import main
 from voicews.app.tap import choose_config
 from voicews.config.describe import describe, type_name
-from voicews.config.settings import Limits
+from voicews.config.sections import Limits
 from voicews.examples import CONFIG
 from voicews.processors.file_inject import FileInjectParams
 

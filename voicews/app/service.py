@@ -288,7 +288,12 @@ class _Reporting:
     def listen(self, factory) -> defer.Deferred:
         d = self.endpoint.listen(factory)
         failed: list[Failure] = []
-        d.addErrback(lambda failure: failed.append(failure) or failure)
+
+        def note(failure: Failure) -> Failure:
+            failed.append(failure)
+            return failure
+
+        d.addErrback(note)
         if failed:
             d.addErrback(lambda _: None)  # reported here, once
             sys.stderr.write(
@@ -305,14 +310,19 @@ class _Reporting:
 
         log.critical("cannot listen on {listen}: {error}", listen=self.listen_text,
                      error=failure.value)
-        reactor.callWhenRunning(reactor.stop)  # type: ignore[attr-defined]
+        reactor.callWhenRunning(reactor.stop)
 
 
 def _within(d: defer.Deferred, timeout: float, clock) -> defer.Deferred:
     """A Deferred that fires with `d`'s result, or fails with TimeoutError after `timeout`
     (without cancelling `d`: the calls it waits for go on closing)."""
     out: defer.Deferred = defer.Deferred()
-    timer = clock.callLater(timeout, lambda: out.called or out.errback(defer.TimeoutError()))
+
+    def expire() -> None:
+        if not out.called:
+            out.errback(defer.TimeoutError())
+
+    timer = clock.callLater(timeout, expire)
 
     def fire(result):
         if timer.active():

@@ -34,7 +34,7 @@ from voicews.runtime.events import AppEvent, BoundedQueue
 from voicews.vonage.tokens import make_token
 
 if TYPE_CHECKING:
-    from voicews.config.settings import Events
+    from voicews.config.sections import Events
     from voicews.runtime.state import Runtime
 
 log = Logger(namespace="voicews.events")
