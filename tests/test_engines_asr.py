@@ -38,7 +38,7 @@ from voicews.engines.asr import (
     word_error_rate,
 )
 from voicews.engines.pocketsphinx import PocketSphinx, PocketSphinxOptions
-from voicews.engines.pocketsphinx_worker import HEADER, FrameReader, Kind, pack
+from voicews.engines.sphinxworker.wire import HEADER, FrameReader, Kind, pack
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 CLIP = SPEECH / "two_cities.wav"

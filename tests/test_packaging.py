@@ -104,6 +104,9 @@ def test_wheel_carries_the_twistd_plugin_the_commands_and_the_examples(wheel):
                     "plugins/keypad.py", "plugins/my_processor.py",
                     "plugin-package/pyproject.toml.tmpl"):
         assert f"voicews/examples/{shipped}" in names
+    # The transcription worker: a folder the daemon runs as `python -P <folder>`.
+    for module in ("__init__", "__main__", "wire", "models", "stream", "worker"):
+        assert f"voicews/engines/sphinxworker/{module}.py" in names
     console = REPO / "voicews" / "web" / "console"  # the web console's page, every file
     for page_file in console.iterdir():
         assert f"voicews/web/console/{page_file.name}" in names

@@ -2,7 +2,7 @@
 
 PocketSphinx holds the GIL while it decodes, so decoding in the daemon's threads would
 delay every call's audio (four decoding threads: up to 315 ms).  Here each call's stream is
-pinned to one of ``workers`` processes (voicews.engines.pocketsphinx_worker, started with
+pinned to one of ``workers`` processes (voicews.engines.sphinxworker, started with
 ``reactor.spawnProcess``); the reactor only writes 20 ms frames into a pipe and parses the
 transcripts that come back, in order, on its own thread.
 
@@ -37,7 +37,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from voicews.engines import pocketsphinx_worker as wire
+from voicews.engines import sphinxworker
 from voicews.engines.asr import (
     ErrorCallback,
     ResultCallback,
@@ -52,11 +52,12 @@ from voicews.engines.pocketsphinx_options import (
     known_words,
     parse_phrases,
 )
-from voicews.engines.pocketsphinx_worker import U64, Kind
+from voicews.engines.sphinxworker.wire import U64, FrameReader, Kind, pack
 
 log = Logger(namespace="voicews.engines.pocketsphinx")
 
-WORKER = str(Path(wire.__file__).resolve())
+WORKER = str(Path(sphinxworker.__file__).resolve().parent)
+"""The worker package's folder: ``python -P WORKER <settings JSON>`` runs its __main__."""
 
 
 class PocketSphinx:
@@ -301,7 +302,7 @@ class _Worker(ProcessProtocol):
         self.pid: int | None = None
         self.process: Any = None  # the IProcessTransport (zope interfaces defeat mypy)
         self.started = 0.0
-        self._reader = wire.FrameReader()
+        self._reader = FrameReader()
         self._stderr: deque[bytes] = deque(maxlen=8)
         self._stderr_lines = 0
         self._stats: deque[Deferred[dict[str, Any]]] = deque()
@@ -316,7 +317,7 @@ class _Worker(ProcessProtocol):
         """Write a frame, unless the worker's stdin is gone (it died, or it is flushing its
         streams to stop: their finals still come)."""
         if not self.dead and not self.stopping:
-            self.process.write(wire.pack(kind, sid, payload))
+            self.process.write(pack(kind, sid, payload))
 
     def ask_stats(self) -> Deferred[dict[str, Any]]:
         answer: Deferred[dict[str, Any]] = Deferred()

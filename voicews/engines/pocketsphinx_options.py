@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voicews.engines import pocketsphinx_worker as wire
 from voicews.engines.asr import phrase_words
+from voicews.engines.sphinxworker.wire import Settings
 
 MAX_PHRASES = 500
 _THRESHOLD = re.compile(r"^(?P<phrase>.*?)\s*/(?P<threshold>[^/]+)/\s*$")
@@ -66,8 +66,8 @@ class PocketSphinxOptions:
             if not ok:
                 raise ValueError(f"pocketsphinx: {name} out of range: {getattr(self, name)!r}")
 
-    def settings(self) -> wire.Settings:
-        return wire.Settings(
+    def settings(self) -> Settings:
+        return Settings(
             max_streams=self.streams_per_worker, spare_decoders=self.spare_decoders,
             partial_interval=self.partial_interval, vad_mode=self.vad_mode,
             window=self.window, ratio=self.ratio, keyword_threshold=self.keyword_threshold,
