@@ -44,6 +44,12 @@ def write_tone(path, rate: int, seconds: float = 0.5, freq: float = 440.0, chann
     return str(path)
 
 
+def level_db(samples: np.ndarray) -> float:
+    """The RMS level in dBFS (full scale 32768); silence is -180."""
+    rms = np.sqrt(np.mean(samples.astype(np.float64) ** 2))
+    return float(20 * np.log10(max(rms, 1e-9) / 32768))
+
+
 def peak_frequency(samples: np.ndarray, rate: int) -> float:
     """The strongest frequency in `samples` (Hann window, FFT)."""
     x = samples.astype(np.float64) * np.hanning(len(samples))

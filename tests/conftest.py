@@ -26,6 +26,8 @@ TWISTD = str(Path(sys.executable).with_name("twistd"))
 REPO = Path(__file__).resolve().parent.parent
 MISBEHAVE_PLUGIN = str(REPO / "tests" / "plugins" / "misbehave.py")
 """Processors that raise, block, shrink or flood their output, for the bad-input tests."""
+INVERT_PLUGIN = str(REPO / "tests" / "plugins" / "invert.py")
+"""A plugin's ``invert`` step (negates the audio), for the plugin-loading tests."""
 
 
 def free_port() -> int:

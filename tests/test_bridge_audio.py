@@ -12,6 +12,8 @@ from voicews.audio import g711
 from voicews.audio.files import tone
 from voicews.audio.stream import StreamResampler
 
+from audio_checks import level_db, peak_frequency
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     try:
@@ -61,16 +63,6 @@ def test_quantisation_error_stays_within_half_a_step():
     assert error[magnitude <= 32124].max() <= 512 + 3
 
 
-def level_db(samples: np.ndarray) -> float:
-    rms = np.sqrt(np.mean(samples.astype(np.float64) ** 2))
-    return float(20 * np.log10(max(rms, 1e-9) / 32768))
-
-
-def peak_hz(samples: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
-
-
 RATIOS = [(16000, 8000), (24000, 8000), (8000, 16000), (8000, 24000)]
 
 
@@ -104,7 +96,7 @@ def test_speech_band_passes_and_what_the_lower_rate_cannot_hold_is_rejected(in_r
                               for i in range(0, len(signal), frame)])[out_rate // 10:]
         if wanted is not None:
             assert abs(level_db(out) - level_db(signal)) < 0.1, hz
-            assert abs(peak_hz(out, out_rate) - hz) <= 2, hz
+            assert abs(peak_frequency(out, out_rate) - hz) <= 2, hz
         elif hz > min(in_rate, out_rate) / 2:
             assert level_db(out) < level_db(signal) - 90, hz  # aliasing rejected
 

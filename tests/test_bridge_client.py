@@ -29,6 +29,7 @@ from voicews.bridge.client import BridgeClient, BridgeError, Reconnect
 from voicews.bridge.twilio import TwilioStream
 from voicews.bridge.vonage import VonageStream
 
+from audio_checks import level_db, peak_frequency
 from bots import TwilioBot, VonageBot
 
 UUID = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
@@ -148,16 +149,6 @@ def sweep(rate: int, seconds: float) -> np.ndarray:
     return (np.sin(phase) * 8192).astype("<i2")
 
 
-def level_db(samples: np.ndarray) -> float:
-    rms = np.sqrt(np.mean(samples.astype(np.float64) ** 2))
-    return float(20 * np.log10(max(rms, 1e-9) / 32768))
-
-
-def peak_hz(samples: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
-
-
 # -- both protocols, end to end -----------------------------------------------------------
 
 
@@ -177,7 +168,7 @@ def test_a_twilio_bot_gets_the_call_and_its_echo_comes_back_inverted(net):
         call.send_audio(sent)
         net.turn_until(lambda: session.echoed == 50 and len(call.marks) == 50, what="echoes")
         heard = call.heard()[RATE // 10:]
-        assert peak_hz(heard, RATE) == pytest.approx(1000, abs=2)
+        assert peak_frequency(heard, RATE) == pytest.approx(1000, abs=2)
         assert abs(level_db(heard) - level_db(sent)) < 1.0
         # The bot's twist: its audio is ours upside down (a chirp, so that no lag can fake it).
         chirp = sweep(RATE, 0.5)

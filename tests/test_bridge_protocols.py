@@ -21,6 +21,8 @@ from voicews.bridge.actions import Clear, Ignored, Mark, Play, Reply
 from voicews.bridge.twilio import TwilioStream
 from voicews.bridge.vonage import VonageStream
 
+from audio_checks import level_db, peak_frequency
+
 UUID = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
 HEADERS = {"pipeline": "echo", "caller": "447700900000", "attempt": 2, "vip": True}
 SID = re.compile(r"^(MZ|CA|AC)[0-9a-f]{32}$")
@@ -29,16 +31,6 @@ SID = re.compile(r"^(MZ|CA|AC)[0-9a-f]{32}$")
 def frames(samples: np.ndarray, rate: int) -> list[np.ndarray]:
     n = rate // 50
     return [samples[i:i + n] for i in range(0, len(samples) - n + 1, n)]
-
-
-def level_db(samples: np.ndarray) -> float:
-    rms = np.sqrt(np.mean(samples.astype(np.float64) ** 2))
-    return float(20 * np.log10(max(rms, 1e-9) / 32768))
-
-
-def peak_hz(samples: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
 
 
 # -- Twilio: what voicews sends --------------------------------------------------------------
@@ -123,7 +115,7 @@ def test_a_tone_keeps_its_pitch_and_level_through_mulaw_both_ways(rate):
     payloads = [json.loads(stream.media(f))["media"]["payload"] for f in frames(sent, rate)]
     mulaw = b"".join(base64.b64decode(p) for p in payloads)
     heard_by_bot = g711.decode(mulaw)[800:]  # past the resampler's delay
-    assert peak_hz(heard_by_bot, 8000) == pytest.approx(1000, abs=2)
+    assert peak_frequency(heard_by_bot, 8000) == pytest.approx(1000, abs=2)
     assert abs(level_db(heard_by_bot) - level_db(sent)) < 1.0
     # The bot sends it all back in messages of odd sizes: one signal comes out.
     played = []
@@ -138,7 +130,7 @@ def test_a_tone_keeps_its_pitch_and_level_through_mulaw_both_ways(rate):
     assert len(back) == len(sent)
     assert back.dtype == np.dtype("<i2")
     steady = back[rate // 10:]
-    assert peak_hz(steady, rate) == pytest.approx(1000, abs=2)
+    assert peak_frequency(steady, rate) == pytest.approx(1000, abs=2)
     assert abs(level_db(steady) - level_db(sent)) < 1.0
 
 

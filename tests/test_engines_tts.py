@@ -28,6 +28,8 @@ from voicews.engines.espeak import MISSING, Espeak, EspeakParams
 from voicews.engines.tts import SpeechError, TextToSpeech
 from voicews.engines.vad import VoiceActivity
 
+from audio_checks import level_db
+
 SENTENCE = "Hello, this is a test of the speech engine. Thank you for calling."
 WORDS_PER_MINUTE = 175  # eSpeak's default speed
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
@@ -35,11 +37,6 @@ HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 
 def expected_seconds(text: str, wpm: int = WORDS_PER_MINUTE) -> float:
     return len(text.split()) * 60 / wpm
-
-
-def dbfs(samples: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
-    return 20 * np.log10(max(rms, 1e-9) / 32768)
 
 
 def speech_spans(samples: np.ndarray, rate: int) -> list[tuple[str, float]]:
@@ -112,10 +109,10 @@ class SpeechTests(EspeakCase):
             self.assertTrue(0.6 * expected <= seconds <= 1.5 * expected, (rate, seconds))
             # Audible: about -21 dBFS overall, most 20 ms frames above -50 dBFS (silence has
             # none), and the VAD finds one utterance starting in the first half second.
-            self.assertGreater(dbfs(samples), -30)
+            self.assertGreater(level_db(samples), -30)
             n = frame_samples(rate)
             frames = samples[: len(samples) // n * n].reshape(-1, n)
-            loud = np.mean([dbfs(f) > -50 for f in frames])
+            loud = np.mean([level_db(f) > -50 for f in frames])
             self.assertGreater(loud, 0.6, rate)
             spans = speech_spans(samples, rate)
             self.assertEqual([k for k, _ in spans], ["speech_started", "speech_stopped"], spans)
@@ -131,7 +128,7 @@ class SpeechTests(EspeakCase):
         fast = yield engine.synthesize(SENTENCE, 8000, speed=350)
         quiet = yield engine.synthesize(SENTENCE, 8000, amplitude=25)
         self.assertTrue(0.35 <= len(fast) / len(normal) <= 0.7, len(fast) / len(normal))
-        self.assertLess(abs(dbfs(quiet) - dbfs(normal) + 12), 3)  # a quarter: -12 dB
+        self.assertLess(abs(level_db(quiet) - level_db(normal) + 12), 3)  # a quarter: -12 dB
 
     @defer.inlineCallbacks
     def test_text_starting_with_a_dash_is_spoken_not_parsed(self):
@@ -141,7 +138,7 @@ class SpeechTests(EspeakCase):
         for text in ("--help", f"-w {written} -v xx --version minus sign"):
             samples = yield engine.synthesize(text, 16000)
             self.assertGreater(len(samples) / 16000, 0.4, text)
-            self.assertGreater(dbfs(samples), -35, text)
+            self.assertGreater(level_db(samples), -35, text)
             self.assertEqual([k for k, _ in speech_spans(samples, 16000)][:1],
                              ["speech_started"], text)
         self.assertFalse(os.path.exists(written))

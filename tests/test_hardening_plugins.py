@@ -8,26 +8,16 @@ read the installed packages, refuse the name the same way, and say where each co
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import numpy as np
 import yaml
 
-from conftest import REPO, base_config
+from conftest import INVERT_PLUGIN, REPO, base_config
 from wire import Call
 
-INVERT = '''
-from voicews import Processor, hookimpl
-
-class Invert(Processor):
-    name = "invert"
-
-    def process(self, inbound, outbound):
-        return None if outbound is None else -outbound.astype("int32")
-
-@hookimpl
-def register_processors(register):
-    register(Invert)
-'''
+INVERT = Path(INVERT_PLUGIN).read_text()
+"""tests/plugins/invert.py: ``invert`` negates the audio it passes."""
 
 
 def install_package(site):

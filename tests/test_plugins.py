@@ -5,27 +5,17 @@ own call."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from audio_checks import band_level, peak_frequency, tone
-from conftest import REPO, base_config
+from conftest import INVERT_PLUGIN, REPO, base_config
 from wire import Call
 
-INVERT = '''
-from voicews import Processor, hookimpl
-
-class Invert(Processor):
-    name = "invert"
-
-    def process(self, inbound, outbound):
-        return None if outbound is None else -outbound.astype("int32")
-
-@hookimpl
-def register_processors(register):
-    register(Invert)
-'''
+INVERT = Path(INVERT_PLUGIN).read_text()
+"""tests/plugins/invert.py: ``invert`` negates the audio it passes."""
 
 BOOM = '''
 from voicews import Processor, hookimpl

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from voicews.audio.samples import RATES
+
 
 @dataclass(frozen=True, eq=False)
 class Play:
@@ -147,3 +149,23 @@ def json_object(message: str, limit: int) -> dict[str, Any] | Ignored:
     if not isinstance(data, dict):
         return Ignored(f"not a JSON object: {one_line(message)}")
     return data
+
+
+def dumps(message: dict[str, Any]) -> str:
+    """A message for the far end as compact JSON, as Twilio and Vonage write theirs."""
+    return json.dumps(message, separators=(",", ":"))
+
+
+def check_rate(rate: int) -> int:
+    """The call's rate, if it is one a Vonage call may have, else ValueError."""
+    if rate not in RATES:
+        raise ValueError(f"rate must be one of {RATES}, got {rate}")
+    return rate
+
+
+def caller_frame(frame: np.ndarray, rate: int, samples: int) -> np.ndarray:
+    """One 20 ms frame of the caller (`samples` long at `rate`) as an array, else ValueError."""
+    frame = np.asarray(frame)
+    if frame.shape != (samples,):
+        raise ValueError(f"a frame at {rate} Hz has {samples} samples, got {frame.shape}")
+    return frame

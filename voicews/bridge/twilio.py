@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from voicews.audio import g711
-from voicews.audio.samples import RATES, SAMPLE_DTYPE, frame_samples
+from voicews.audio.samples import SAMPLE_DTYPE, frame_samples
 from voicews.audio.stream import StreamResampler
 from voicews.bridge.actions import (
     MAX_PENDING_MARKS,
@@ -47,6 +47,9 @@ from voicews.bridge.actions import (
     PendingMarks,
     Play,
     Reply,
+    caller_frame,
+    check_rate,
+    dumps,
     json_object,
     one_line,
 )
@@ -87,10 +90,6 @@ def custom_parameters(headers: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def _dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
-
-
 class TwilioStream:
     """One Media Streams session (one WebSocket connection) for one call."""
 
@@ -108,9 +107,7 @@ class TwilioStream:
         """`attempt` numbers the connections of one call: a reconnection is a new stream
         (a new ``streamSid``) of the same call, as with Twilio.  `account` names the
         installation in ``accountSid``."""
-        if rate not in RATES:
-            raise ValueError(f"rate must be one of {RATES}, got {rate}")
-        self.rate = rate
+        self.rate = check_rate(rate)
         self.frame_samples = frame_samples(rate)
         self.stream_sid = sid("MZ", "stream", call_id, attempt)
         self.call_sid = call_sid(call_id)
@@ -150,7 +147,7 @@ class TwilioStream:
             "mediaFormat": dict(MEDIA_FORMAT),
         }
         start["streamSid"] = self.stream_sid
-        return [_dumps(connected), _dumps(start)]
+        return [dumps(connected), dumps(start)]
 
     def media(self, frame: np.ndarray) -> str:
         """One ``media`` message (20 ms of μ-law) for one 20 ms frame of the caller.
@@ -158,11 +155,7 @@ class TwilioStream:
         ``media.timestamp`` is the chunk's place in the stream in ms (0, 20, 40...).
         The first chunk starts with the resampler's delay in silence (15-25 ms).
         """
-        frame = np.asarray(frame)
-        if frame.shape != (self.frame_samples,):
-            raise ValueError(
-                f"a frame at {self.rate} Hz has {self.frame_samples} samples, got {frame.shape}"
-            )
+        frame = caller_frame(frame, self.rate, self.frame_samples)
         pending = np.concatenate([self._outgoing, self._to_bot.process(frame)])
         if len(pending) < CHUNK_BYTES:
             # Only before the resampler's first output: the delay, sent as silence.
@@ -178,20 +171,20 @@ class TwilioStream:
             "payload": base64.b64encode(g711.encode(chunk)).decode("ascii"),
         }
         message["streamSid"] = self.stream_sid
-        return _dumps(message)
+        return dumps(message)
 
     def dtmf(self, digit: str, duration: int | None = None) -> str:
         """The ``dtmf`` message for a key the caller pressed (Twilio sends no duration)."""
         message: dict[str, Any] = {"event": "dtmf", "streamSid": self.stream_sid}
         message.update(self._next("dtmf"))
         message["dtmf"] = {"track": "inbound_track", "digit": str(digit)}
-        return _dumps(message)
+        return dumps(message)
 
     def _mark(self, name: str) -> str:
         message = self._next("mark")
         message["streamSid"] = self.stream_sid
         message["mark"] = {"name": name}
-        return _dumps(message)
+        return dumps(message)
 
     def mark_played(self, mark_id: int) -> list[str]:
         """The ``mark`` answers due now that mark `mark_id`'s audio has played.
@@ -208,7 +201,7 @@ class TwilioStream:
         message = self._next("stop")
         message["stop"] = {"accountSid": self.account_sid, "callSid": self.call_sid}
         message["streamSid"] = self.stream_sid
-        return [_dumps(message)]
+        return [dumps(message)]
 
     # -- what the bot sends --------------------------------------------------------------
 

@@ -18,13 +18,12 @@ The same calls as :class:`~voicews.bridge.twilio.TwilioStream`: ``opening()``,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from voicews.audio.samples import RATES, SAMPLE_DTYPE, frame_samples
+from voicews.audio.samples import SAMPLE_DTYPE, frame_samples
 from voicews.bridge.actions import (
     MAX_PENDING_MARKS,
     Action,
@@ -34,16 +33,15 @@ from voicews.bridge.actions import (
     PendingMarks,
     Play,
     Reply,
+    caller_frame,
+    check_rate,
+    dumps,
     json_object,
     one_line,
 )
 
 MAX_MESSAGE_BYTES = 1 << 20
 """The largest message taken from the far end: 32 s of audio at 16 kHz in one message."""
-
-
-def _dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
 
 
 class VonageStream:
@@ -57,9 +55,7 @@ class VonageStream:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         max_pending_marks: int = MAX_PENDING_MARKS,
     ) -> None:
-        if rate not in RATES:
-            raise ValueError(f"rate must be one of {RATES}, got {rate}")
-        self.rate = rate
+        self.rate = check_rate(rate)
         self.frame_samples = frame_samples(rate)
         self.content_type = f"audio/l16;rate={rate}"
         self.headers = dict(headers)
@@ -79,15 +75,11 @@ class VonageStream:
         first: dict[str, Any] = {"event": "websocket:connected", "content-type": self.content_type}
         for key, value in self.headers.items():
             first.setdefault(str(key), value)
-        return [_dumps(first)]
+        return [dumps(first)]
 
     def media(self, frame: np.ndarray) -> bytes:
         """One binary message: the frame as L16 (little-endian int16), as Vonage sends it."""
-        frame = np.asarray(frame)
-        if frame.shape != (self.frame_samples,):
-            raise ValueError(
-                f"a frame at {self.rate} Hz has {self.frame_samples} samples, got {frame.shape}"
-            )
+        frame = caller_frame(frame, self.rate, self.frame_samples)
         return frame.astype(SAMPLE_DTYPE, copy=False).tobytes()
 
     def dtmf(self, digit: str, duration: int | None = None) -> str:
@@ -95,10 +87,10 @@ class VonageStream:
         event: dict[str, Any] = {"event": "websocket:dtmf", "digit": str(digit)}
         if duration is not None:
             event["duration"] = int(duration)
-        return _dumps(event)
+        return dumps(event)
 
     def _notify(self, payload: Any) -> str:
-        return _dumps({"event": "websocket:notify", "payload": payload})
+        return dumps({"event": "websocket:notify", "payload": payload})
 
     def mark_played(self, mark_id: int) -> list[str]:
         """The ``websocket:notify`` answers due now that notify `mark_id`'s audio has played."""
@@ -119,7 +111,7 @@ class VonageStream:
         action = data.get("action")
         if action == "clear":
             notifies = [Reply(self._notify(payload)) for payload in self.marks.drain()]
-            return [Clear(), *notifies, Reply(_dumps({"event": "websocket:cleared"}))]
+            return [Clear(), *notifies, Reply(dumps({"event": "websocket:cleared"}))]
         if action == "notify":
             payload = data.get("payload")
             mark_id = self.marks.add(payload)

@@ -22,7 +22,6 @@ off (no ``-m``), so markup is read out.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import shutil
@@ -36,13 +35,13 @@ from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from voicews.audio.files import resample
 from voicews.engines.tts import (
     EngineUnavailable,
     SpeechCache,
     SpeechError,
     check_rate,
     clean_text,
+    decode_audio,
     no_speech,
 )
 
@@ -369,13 +368,10 @@ class _Synthesis(protocol.ProcessProtocol):
 
 def decode_wav(wav: bytes, rate: int) -> np.ndarray:
     """espeak-ng's WAV (its sizes left at 0x7fff_f000 on a pipe) as read-only int16 at `rate`."""
-    import soundfile  # on first use: libsndfile is big
-
     try:
-        samples, source_rate = soundfile.read(io.BytesIO(wav), dtype="int16", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        return decode_audio(wav, rate)
+    except ValueError as exc:
         raise SpeechError(f"espeak-ng wrote no usable WAV ({len(wav)} bytes): {exc}") from None
-    return resample(np.ascontiguousarray(samples[:, 0]), int(source_rate), rate)
 
 
 def _variants(path: str) -> set[str]:

@@ -7,12 +7,14 @@ to satisfy ``TextToSpeech``.
 
 Shared here so engines behave alike: ``clean_text`` (one length limit, no control characters),
 ``SpeechCache`` (repeated prompts are synthesized once, memory bounded by bytes),
-``SpeechError`` (synthesis failed at run time, as opposed to ValueError for bad input) and
-``EngineUnavailable`` (the engine is not installed here).
+``SpeechError`` (synthesis failed at run time, as opposed to ValueError for bad input),
+``EngineUnavailable`` (the engine is not installed here) and ``decode_audio`` (an engine's
+sound file, as a call's samples).
 """
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from collections import OrderedDict
@@ -22,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from twisted.internet.defer import Deferred
 
+from voicews.audio.files import resample
 from voicews.audio.samples import RATES
 
 
@@ -91,6 +94,18 @@ def check_rate(rate: object) -> int:
     if type(rate) is not int or rate not in RATES:
         raise ValueError(f"rate must be one of {', '.join(map(str, RATES))}, got {rate!r}")
     return rate
+
+
+def decode_audio(data: bytes, rate: int) -> np.ndarray:
+    """A sound file's bytes (WAV, FLAC, Ogg...: what libsndfile reads) as read-only int16 mono
+    at `rate`, its first channel; ValueError with libsndfile's reason when it cannot."""
+    import soundfile  # on first use: libsndfile is big
+
+    try:
+        samples, source_rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    return resample(np.ascontiguousarray(samples[:, 0]), int(source_rate), rate)
 
 
 def no_speech() -> np.ndarray:

@@ -24,17 +24,21 @@ What an engine must do (see voicews.engines.tts.TextToSpeech), and how this one 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile
 import treq
 from twisted.internet import defer, threads
 
 from voicews import hookimpl
-from voicews.audio.files import resample
-from voicews.engines.tts import SpeechCache, SpeechError, check_rate, clean_text, no_speech
+from voicews.engines.tts import (
+    SpeechCache,
+    SpeechError,
+    check_rate,
+    clean_text,
+    decode_audio,
+    no_speech,
+)
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,9 @@ class HttpTts:
 def decode(audio: bytes, rate: int) -> np.ndarray:
     """Any audio file's bytes as int16 mono at `rate` (in a thread: ~1 ms a second)."""
     try:
-        samples, source_rate = soundfile.read(io.BytesIO(audio), dtype="int16", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        return decode_audio(audio, rate)
+    except ValueError as exc:
         raise SpeechError(f"http-tts: the service sent no audio we can read: {exc}") from None
-    return resample(np.ascontiguousarray(samples[:, 0]), int(source_rate), rate)
 
 
 @hookimpl
