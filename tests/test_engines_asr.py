@@ -40,6 +40,11 @@ from voicews.engines.asr import (
 from voicews.engines.pocketsphinx import PocketSphinx, PocketSphinxOptions
 from voicews.engines.sphinxworker.wire import HEADER, FrameReader, Kind, pack
 
+from inprocess import (
+    give_back_signals,  # noqa: F401 - an autouse fixture
+    wait_until,
+)
+
 SPEECH = Path(__file__).parent / "data" / "speech"
 CLIP = SPEECH / "two_cities.wav"
 REFERENCE = (SPEECH / "two_cities.txt").read_text().strip()
@@ -49,16 +54,6 @@ FIRST_WORDS = 1.20  # "it was the best of times" starts here (read off the energ
 def clip(rate: int, start: float = 0.0, end: float | None = None) -> np.ndarray:
     samples = load_audio(CLIP, rate)
     return samples[int(start * rate):None if end is None else int(end * rate)]
-
-
-@pytest.fixture(autouse=True)
-def _give_back_signals():
-    """trial's reactor.run() takes SIGINT/SIGTERM/SIGCHLD and leaves them taken after the
-    test, so Ctrl-C would no longer stop pytest: hand them back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 class Caller:
@@ -96,20 +91,6 @@ class Caller:
 
     def text(self) -> str:
         return " ".join(t.text for t in self.finals)
-
-
-def wait_until(predicate, timeout: float = 20.0) -> defer.Deferred:
-    """Fires when predicate() is true, checked every 20 ms of reactor time."""
-    deadline = time.monotonic() + timeout
-
-    def check() -> None:
-        if predicate():
-            loop.stop()
-        elif time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-
-    loop = task.LoopingCall(check)
-    return loop.start(0.02)
 
 
 class Logged:

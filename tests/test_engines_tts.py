@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import stat
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
@@ -29,6 +27,7 @@ from voicews.engines.tts import SpeechError, TextToSpeech
 from voicews.engines.vad import VoiceActivity
 
 from audio_checks import level_db
+from inprocess import give_back_signals  # noqa: F401 - an autouse fixture
 
 SENTENCE = "Hello, this is a test of the speech engine. Thank you for calling."
 WORDS_PER_MINUTE = 175  # eSpeak's default speed
@@ -46,16 +45,6 @@ def speech_spans(samples: np.ndarray, rate: int) -> list[tuple[str, float]]:
     for i in range(len(samples) // n):
         got += vad.feed(samples[i * n:(i + 1) * n])
     return [(t.kind, t.time) for t in got + vad.finish()]
-
-
-@pytest.fixture(autouse=True)
-def _give_back_signals():
-    """trial's reactor.run() takes SIGINT/SIGTERM for the reactor and leaves them taken after
-    the test, so Ctrl-C would no longer stop pytest: hand them back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 class EspeakCase(unittest.TestCase):

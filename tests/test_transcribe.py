@@ -5,7 +5,8 @@ it "hears" keypad tones in the caller's audio as words, decoding each frame as i
 the step's whole contract can be checked deterministically: events and their times,
 frames that arrive before the engine is ready, utterances cut by the engine or by a VAD's
 ``speech_stopped``, the last final at hang-up, and what a call gets when the engine cannot
-serve it.  The same step on PocketSphinx and real speech: test_transcribe_speech.py.
+serve it.  The same step on PocketSphinx and real speech: test_transcribe_speech.py; its
+config and reloads: test_transcribe_config.py.
 """
 
 from __future__ import annotations
@@ -21,18 +22,14 @@ from twisted.logger import globalLogPublisher
 
 from voicews import Processor
 from voicews.audio.files import tone
-from voicews.config import plugins
-from voicews.config.settings import ConfigError, load_settings
 from voicews.engines.asr import TranscriberBusy, TranscriberError, TranscriberService
 from voicews.processors import transcribe
 from voicews.processors.echo import Echo
 from voicews.processors.transcribe import Prepared, Transcribe, TranscribeParams
-from voicews.runtime import transcription
-from voicews.runtime.calls import CallRecord
-from voicews.runtime.state import Runtime
 from voicews.testing import call_with
 
 from conftest import REPO
+from inprocess import App
 
 RATE = 8000
 FRAME = RATE // 50
@@ -75,23 +72,6 @@ class SyntheticVad(Processor):
         if any(self.frames == round(at * 50) for at in self.params.at):
             self.session.emit("speech_stopped", start=None, end=self.frames / 50)
         return outbound
-
-
-class App:
-    """What the application gets (runtime.sinks): every event, in order."""
-
-    def __init__(self) -> None:
-        self.events = []
-
-    def __call__(self, info, event) -> None:
-        self.events.append(event)
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]
-
-    def transcripts(self, final: bool | None = None) -> list[dict]:
-        return [dict(e.data) for e in self.events if e.kind == "transcript"
-                and (final is None or e.data["final"] is final)]
 
 
 @pytest.fixture(autouse=True)
@@ -300,100 +280,6 @@ def test_a_final_later_than_close_timeout_is_dropped():
     engine.stream.end_utterance()  # the engine answers at last
     engine.later.callback(None)
     assert app.kinds()[-1] == "call_ended" and not app.transcripts(final=True)
-
-
-# -- config -------------------------------------------------------------------------------
-
-
-def load(tmp_path, text: str):
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    return load_settings(path)
-
-
-KEYPAD = f"plugins: [{REPO / 'plugins' / 'keypad_transcriber.py'}]\n"
-
-
-def test_the_engine_is_made_only_when_a_pipeline_transcribes(tmp_path):
-    settings = load(tmp_path, "pipelines: {echo: [echo]}\ntranscribe: {options: {workers: 3}}\n")
-    assert settings.transcriber is None
-    settings = load(tmp_path, "pipelines: {echo: [echo], t: [echo, transcribe]}\n")
-    assert settings.transcriber.name == "pocketsphinx"
-    assert settings.transcriber.engine.options.workers == 0  # the default: one per core
-    settings = load(tmp_path, KEYPAD + "transcribe: {engine: keypad, options: {pause: 0.5}}\n"
-                    "pipelines: {echo: [transcribe: {grammar: [one two, star]}]}\n")
-    assert settings.transcriber.engine.options.pause == 0.5
-    step = settings.pipelines["echo"].steps[0]
-    assert step.params == Prepared(grammar=["one two", "star"], vad=False)
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("transcribe: {engine: whisper}\n",
-     "transcribe.engine: unknown engine 'whisper' (known engines: pocketsphinx)"),
-    ("transcribe: {options: {workers: -1}}\n",
-     "transcribe.options: pocketsphinx: workers out of range: -1"),
-    ("transcribe: {options: {wokers: 2}}\n", "transcribe.options.wokers: unknown key"),
-    ("pipelines: {echo: [transcribe: {grammar: [press zzqx]}]}\n",
-     "pipelines.echo[0].transcribe: words not in pocketsphinx's dictionary: zzqx"),
-    ("pipelines: {echo: [transcribe: {grammar: [a], keywords: [b]}]}\n",
-     "pipelines.echo[0].transcribe: give a grammar or keywords, not both"),
-    ("pipelines: {echo: [transcribe: {endpointing: sometimes}]}\n",
-     "pipelines.echo[0].transcribe.endpointing: expected one of auto | engine | vad"),
-    (KEYPAD + "transcribe: {engine: keypad}\npipelines: {echo: [transcribe: {keywords: [one]}]}\n",
-     "pipelines.echo[0].transcribe: keypad: keywords are not supported, use a grammar"),
-    (KEYPAD + "transcribe: {engine: keypad, options: {pause: 99}}\n",
-     "transcribe.options: keypad: pause must be between 0.1 and 10 s, got 99"),
-])
-def test_config_errors_name_the_key(tmp_path, text, expected):
-    if "pipelines" not in text:
-        text += "pipelines: {echo: [echo]}\n"
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text)
-    assert expected in str(info.value)
-
-
-def test_an_engine_that_is_not_one_is_refused_naming_the_plugin(tmp_path):
-    plugin = tmp_path / "bad_engine.py"
-    plugin.write_text("from voicews import hookimpl\n\nclass NotAnEngine:\n    name = 'x'\n\n"
-                      "@hookimpl\ndef register_transcribers(register):\n"
-                      "    register(NotAnEngine)\n")
-    with pytest.raises(ConfigError, match="plugin '.*bad_engine.py' registered .*NotAnEngine.* "
-                                          "as a speech recognizer: it needs check"):
-        load(tmp_path, f"plugins: [{plugin}]\npipelines: {{echo: [echo]}}\n")
-
-
-def test_a_reload_keeps_the_engine_unless_its_section_changed_then_retires_it_after_its_calls(
-        tmp_path):
-    clock = task.Clock()
-
-    def settings(options: str, pipelines: str = "t: [transcribe]"):
-        path = tmp_path / "config.yaml"
-        path.write_text(KEYPAD + f"transcribe: {{engine: keypad, options: {{{options}}}}}\n"
-                        f"pipelines: {{{pipelines}}}\ndefault_pipeline: t\n")
-        pm = plugins.make_plugin_manager()
-        return load_settings(path, pm), pm
-
-    runtime = Runtime(*settings("pause: 1.0"), clock=clock)
-    runtime.transcription.startService()
-    first = runtime.call_services.transcriber
-    assert first.ready and first.transcriber.running
-    runtime.use(*settings("pause: 1.0"))
-    assert runtime.call_services.transcriber is first
-    live = CallRecord("peer", 0.0, end=lambda *a: None, abort=lambda: None)
-    runtime.calls.add(live)
-    runtime.use(*settings("pause: 0.5"))  # changed: new calls get a new engine
-    second = runtime.call_services.transcriber
-    assert second is not first and second.ready and second.transcriber.options.pause == 0.5
-    clock.advance(5)
-    assert first.running  # the call live at the reload may still use it
-    runtime.calls.remove(live)
-    clock.advance(transcription.RETIRE_CHECK_SECONDS)
-    assert not first.running and not first.transcriber.running and second.running
-    runtime.use(*settings("", pipelines="t: [echo]"))  # nothing transcribes any more
-    assert runtime.call_services.transcriber is None
-    clock.advance(transcription.RETIRE_CHECK_SECONDS)
-    assert not second.running and not clock.getDelayedCalls()
-    runtime.transcription.stopService()
 
 
 def test_the_goodbye_example_of_the_docs_hangs_up_on_goodbye():

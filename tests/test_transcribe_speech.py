@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from twisted.internet import defer, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
@@ -35,19 +33,16 @@ from voicews.processors.echo import Echo
 from voicews.processors.transcribe import Prepared, Transcribe, TranscribeParams
 from voicews.testing import call_with
 
+from inprocess import (
+    App,
+    give_back_signals,  # noqa: F401 - an autouse fixture
+    wait_until,
+)
+
 SPEECH = Path(__file__).parent / "data" / "speech"
 REFERENCE = (SPEECH / "two_cities.txt").read_text().strip()
 RATE = 16000
 FRAME = RATE // 50
-
-
-@pytest.fixture(autouse=True)
-def _give_back_signals():
-    """trial's reactor.run() takes SIGINT/SIGTERM and leaves them taken: hand them back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 class VadStep(Processor):
@@ -68,20 +63,6 @@ class VadStep(Processor):
             else:
                 self.session.emit("speech_stopped", start=self.started, end=change.time)
         return outbound
-
-
-class App:
-    def __init__(self) -> None:
-        self.events = []
-
-    def __call__(self, info, event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: str) -> list[dict]:
-        return [dict(e.data) for e in self.events if e.kind == kind]
-
-    def finals(self) -> list[dict]:
-        return [t for t in self.of("transcript") if t["final"]]
 
 
 class Caller:
@@ -112,19 +93,6 @@ class Caller:
 
     def hang_up(self) -> defer.Deferred:
         return self.call.pipeline.close("hangup")
-
-
-def wait_until(predicate, timeout: float = 20.0) -> defer.Deferred:
-    deadline = time.monotonic() + timeout
-
-    def check() -> None:
-        if predicate():
-            loop.stop()
-        elif time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-
-    loop = task.LoopingCall(check)
-    return loop.start(0.02)
 
 
 class SpeechCase(unittest.TestCase):
