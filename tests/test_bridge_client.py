@@ -2,151 +2,30 @@
 
 Each test turns a private Twisted reactor by hand while a bot (tests/bots.py, a
 `websockets` server written from the protocol's reference) runs in its own
-thread.  `Wrapper` does what the bridge processor will do with the client and a
-protocol state machine: send the opening, the caller's frames and the mark
-answers; carry out what the bot asks.
+thread.  `Wrapper` (tests/bridge_net.py) does what the bridge processor will do with the
+client and a protocol state machine: send the opening, the caller's frames and the mark
+answers; carry out what the bot asks.  Opening a connection (TLS, refusals, timeouts):
+test_bridge_client_opening.py.
 """
 
 from __future__ import annotations
 
-import datetime
-import time
-from pathlib import Path
-
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from twisted.internet.epollreactor import EPollReactor
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 
 from voicews.audio.files import tone
-from voicews.bridge.actions import Clear, Ignored, Mark, Play, Reply
-from voicews.bridge.client import BridgeClient, BridgeError, Reconnect
-from voicews.bridge.twilio import TwilioStream
-from voicews.bridge.vonage import VonageStream
+from voicews.bridge.client import Reconnect
 
 from audio_checks import level_db, peak_frequency
 from bots import TwilioBot, VonageBot
-
-UUID = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
-RATE = 16000
-FRAME = RATE // 50
-
-
-class Net:
-    """A private reactor, turned by hand."""
-
-    def __init__(self) -> None:
-        self.reactor = EPollReactor()
-
-    def turn_until(self, done, timeout: float = 5.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            self.reactor.runUntilCurrent()
-            self.reactor.doIteration(0.005)
-
-    def turn(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.reactor.runUntilCurrent()
-            self.reactor.doIteration(0.005)
-
-    def close(self) -> None:
-        self.reactor.disconnectAll()
-        self.turn(0.05)
-        self.reactor._poller.close()
+from bridge_net import RATE, UUID, Net, Wrapper, result_of, sweep
 
 
 @pytest.fixture
 def net():
-    n = Net()
-    yield n
-    n.close()
-
-
-def result_of(net: Net, d, timeout: float = 5.0):
-    """Turn the reactor until Deferred `d` fires; its result, or the exception it failed with."""
-    box = []
-    d.addBoth(box.append)
-    net.turn_until(lambda: box, timeout, "a Deferred")
-    return box[0].value if hasattr(box[0], "value") and hasattr(box[0], "trap") else box[0]
-
-
-class Wrapper:
-    """What the bridge processor does, reduced to what these tests need."""
-
-    def __init__(self, net: Net, url: str, protocol: str = "twilio", **options) -> None:
-        self.net = net
-        self.protocol = protocol
-        self.streams: list[TwilioStream | VonageStream] = []
-        self.played: list[np.ndarray] = []
-        self.marks: list[Mark] = []
-        self.clears = 0
-        self.ignored: list[str] = []
-        self.closes: list[tuple[str, bool]] = []
-        self.opens: list[int] = []
-        self.client = BridgeClient(
-            net.reactor, url, on_open=self.opened, on_message=self.message,
-            on_close=lambda reason, retrying: self.closes.append((reason, retrying)),
-            **options,
-        )
-
-    @property
-    def stream(self):
-        return self.streams[-1]
-
-    def opened(self, attempt: int) -> None:
-        self.opens.append(attempt)
-        if self.protocol == "twilio":
-            stream = TwilioStream(UUID, {"pipeline": "bot"}, RATE, attempt=attempt)
-        else:
-            stream = VonageStream({"pipeline": "bot"}, RATE)
-        self.streams.append(stream)
-        for message in stream.opening():
-            self.client.send(message)
-
-    def message(self, message) -> None:
-        for action in self.stream.receive(message):
-            if isinstance(action, Play):
-                self.played.append(action.samples)
-            elif isinstance(action, Mark):
-                self.marks.append(action)
-            elif isinstance(action, Clear):
-                self.clears += 1
-            elif isinstance(action, Reply):
-                self.client.send(action.message)
-            elif isinstance(action, Ignored):
-                self.ignored.append(action.reason)
-
-    def start(self):
-        return result_of(self.net, self.client.start())
-
-    def send_audio(self, samples: np.ndarray) -> None:
-        for i in range(0, len(samples) - FRAME + 1, FRAME):
-            assert self.client.send(self.stream.media(samples[i:i + FRAME]))
-
-    def play_marks(self) -> None:
-        """As if Vonage said every mark's audio has played."""
-        for mark in self.marks:
-            for answer in self.stream.mark_played(mark.id):
-                self.client.send(answer)
-        self.marks.clear()
-
-    def heard(self) -> np.ndarray:
-        return np.concatenate(self.played) if self.played else np.empty(0, "<i2")
-
-
-def sweep(rate: int, seconds: float) -> np.ndarray:
-    """A 300 Hz -> 3 kHz chirp at -12 dBFS: no two stretches of it look alike."""
-    t = np.arange(int(rate * seconds)) / rate
-    phase = 2 * np.pi * (300 * t + (3000 - 300) / (2 * seconds) * t**2)
-    return (np.sin(phase) * 8192).astype("<i2")
+    with Net() as n:
+        yield n
 
 
 # -- both protocols, end to end -----------------------------------------------------------
@@ -293,119 +172,6 @@ def test_a_far_end_that_never_reads_is_dropped_at_the_bound(net):
         assert sent < 32 << 20  # socket buffers plus our bound, not everything we had
 
 
-# -- opening: TLS, refusals, timeouts ---------------------------------------------------------
-
-
-def make_ca(common_name: str):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def make_server_cert(ca_key, ca_cert, tmp_path: Path):
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "server.pem", tmp_path / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    import ssl
-
-    tmp = tmp_path_factory.mktemp("tls")
-    ca_key, ca_cert = make_ca("voicews test CA")
-    cert_path, key_path = make_server_cert(ca_key, ca_cert, tmp)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_path, key_path)
-    ca_file = tmp / "ca.pem"
-    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    _, other = make_ca("some other CA")
-    wrong_ca = tmp / "wrong-ca.pem"
-    wrong_ca.write_bytes(other.public_bytes(serialization.Encoding.PEM))
-    return context, ca_file, wrong_ca
-
-
-def test_wss_is_verified_against_the_given_ca(net, tls):
-    context, ca_file, _ = tls
-    with TwilioBot(ssl_context=context) as bot:
-        assert bot.url.startswith("wss://")
-        call = Wrapper(net, bot.url, ca_file=ca_file)
-        assert call.start() is None
-        call.send_audio(tone(RATE, 0.1, 1000))
-        net.turn_until(lambda: bot.sessions and bot.sessions[0].echoed == 5)
-        result_of(net, call.client.close())
-
-
-def test_wss_with_the_wrong_ca_or_the_system_cas_is_refused(net, tls):
-    context, _, wrong_ca = tls
-    with TwilioBot(ssl_context=context) as bot:
-        for ca_file in (wrong_ca, None):
-            call = Wrapper(net, bot.url, ca_file=ca_file)
-            failure = call.start()
-            assert isinstance(failure, BridgeError)
-            assert "certificate verify failed" in failure.reason, failure.reason
-            assert "\n" not in failure.reason and call.opens == []
-        assert bot.sessions == []
-
-
-def test_a_refused_handshake_fails_the_start_with_the_status(net):
-    with TwilioBot(reject=403) as bot:
-        failure = Wrapper(net, bot.url).start()
-        assert isinstance(failure, BridgeError) and "403" in failure.reason, failure.reason
-
-
-def test_nothing_listening_fails_the_start(net):
-    port = net.reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-    number = port.getHost().port
-    port.stopListening()
-    net.turn(0.02)
-    failure = Wrapper(net, f"ws://127.0.0.1:{number}/x").start()
-    assert isinstance(failure, BridgeError)
-    assert "could not connect" in failure.reason and "refused" in failure.reason.lower()
-
-
-def test_a_far_end_that_never_answers_the_handshake_times_out(net):
-    clock = Clock()
-    port = net.reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-    call = Wrapper(net, f"ws://127.0.0.1:{port.getHost().port}/x", timeout=3, clock=clock)
-    started = call.client.start()
-    box = []
-    started.addBoth(box.append)
-    net.turn(0.1)
-    assert box == []
-    clock.advance(2.9)
-    net.turn(0.05)
-    assert box == []
-    clock.advance(0.1)
-    net.turn_until(lambda: box)
-    assert isinstance(box[0].value, BridgeError)
-    assert "not open after 3 s" in box[0].value.reason
-    port.stopListening()
-
-
 # -- reconnecting -------------------------------------------------------------------------
 
 
@@ -480,14 +246,3 @@ def test_no_timer_is_left_on_the_global_reactor(net):
     assert len(global_reactor.getDelayedCalls()) == before
 
 
-def test_bad_settings_are_refused_at_construction(net, tmp_path):
-    with pytest.raises(ValueError, match="bad WebSocket URL"):
-        Wrapper(net, "http://127.0.0.1:1/x")
-    empty = tmp_path / "empty.pem"
-    empty.write_text("not a certificate\n")
-    with pytest.raises(ValueError, match="no PEM certificate"):
-        Wrapper(net, "wss://127.0.0.1:1/x", ca_file=empty)
-    with pytest.raises(ValueError):
-        Reconnect(tries=3, initial_delay=2, max_delay=1)
-    assert [Reconnect(initial_delay=0.5, max_delay=3).delay(n) for n in (1, 2, 3, 4)] == [
-        0.5, 1.0, 2.0, 3.0]
