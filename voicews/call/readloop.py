@@ -121,8 +121,8 @@ class CallReader:
 
     def _start(self) -> None:
         self._epoll = _EPOLL()
-        merged = self._merge_poll(self._reactor, self._epoll, self._dispatch) if (
-            self._merge_poll is not None) else None
+        merge = self._merge_poll
+        merged = merge(self._reactor, self._epoll, self._dispatch) if merge is not None else None
         if merged is None:
             self._reactor.addReader(self)
             return

@@ -62,6 +62,7 @@ class PacedSender:
             if play_end - now < self._max_lead:  # _emit, inline: this is every frame's way out
                 self._play_end = (play_end if play_end > now else now) + FRAME_SECONDS
                 self.frames_sent += 1
+                self.last_frame = frame
                 self._send_audio(frame)
                 return
         if self._queued_frames >= self._max_queue:
