@@ -102,7 +102,7 @@ def merge_poll(
         with contextlib.suppress(OSError, ValueError):  # closed with the reactor
             epoll.unregister(twisted_fd)
 
-    reactor.doIteration = iterate  # type: ignore[method-assign] - this instance's wait
+    reactor.doIteration = iterate  # type: ignore[method-assign]  # this instance's wait
     return undo, twisted_fd, twisted_poll
 
 

@@ -120,6 +120,7 @@ class CallReader:
         return fd
 
     def _start(self) -> None:
+        assert _EPOLL is not None  # adopt() checked
         self._epoll = _EPOLL()
         merge = self._merge_poll
         merged = merge(self._reactor, self._epoll, self._dispatch) if merge is not None else None
