@@ -118,7 +118,9 @@ class Record(Processor):
     def _outbound_frame(self, outbound: np.ndarray | None) -> np.ndarray:
         """Exactly one frame of the output, so the right channel stays in step with the left."""
         if outbound is not None and len(outbound):
-            out = np.asarray(outbound).reshape(-1)
+            out = outbound if (  # the same object when it is one already: kept without a copy
+                type(outbound) is np.ndarray and outbound.ndim == 1
+            ) else np.asarray(outbound).reshape(-1)
             if out.dtype != SAMPLE_DTYPE:
                 out = saturate(out)
             if not len(self.backlog) and len(out) == self.frame:
@@ -136,9 +138,7 @@ class Record(Processor):
     def _kept(self, out: np.ndarray, inbound: np.ndarray) -> np.ndarray:
         """The output frame as it is now: the caller's own frame is immutable (read from
         bytes) and kept as is; anything else a later step might reuse is copied."""
-        if out is inbound or (isinstance(inbound.base, bytes) and out.base is inbound.base):
-            return out
-        return out.copy()
+        return out if out is inbound else out.copy()
 
     def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
         what = self.params.what
