@@ -1,7 +1,7 @@
 """Benchmark voicews against reference echo servers, at growing call counts.
 
 For every call count and every target (voicews with the echo, echo+gain and,
-when that processor is registered, file-inject pipelines; the reference peers:
+when those processors are registered, file-inject and record pipelines; the reference peers:
 a plain `websockets` echo server, bench/peer.py, and a `picows` one,
 bench/peer_picows.py), it starts a fresh server process on loopback, measures
 its start-up time to listening, runs bench/load.py as a separate process (paced
@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="steady measuring window")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--idle", type=float, default=1.0, help="idle seconds for the idle-RSS figure")
-    p.add_argument("--targets", default="echo,gain,file-inject,peer",
+    p.add_argument("--targets", default="echo,gain,file-inject,record,peer",
                    help="voicews pipelines to run, and `peer` for the reference peers (--peers)")
     p.add_argument("--peers", default=DEFAULT_PEERS,
                    help=f"reference echo servers run for `peer`, of: {', '.join(PEERS)}")
@@ -315,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     elif "file-inject" in wanted:
         notes.append("file-inject is not a registered processor here: its pipeline was skipped")
         print(f"note: {notes[-1]}", file=sys.stderr)
+    if "record" in processors:  # both channels, 16 kHz: what a recording call costs
+        pipelines["record"] = ["echo", {"record": {"path": str(workdir / "rec" / "{uuid}.wav")}}]
     targets = [t for t in wanted if t in pipelines]
     config = bench_config(workdir, pipelines, max(counts))
 
@@ -337,9 +340,10 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     print(f"{label}: {calls} calls ...", file=sys.stderr, flush=True)
                     r = run_load(server, calls, pipeline or "echo", args,
-                                 check_echo=pipeline in (None, "echo"))
+                                 check_echo=pipeline in (None, "echo", "record"))
                 finally:
                     server.stop()
+                    shutil.rmtree(workdir / "rec", ignore_errors=True)  # 64 KB/s a call
                 r["target"] = label
                 if pipeline is None:
                     r["peer"] = source
@@ -356,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
             chosen["rounds_us_per_frame"] = [r["server_us_per_frame"] for r in tries]
             chosen["rounds_background_cpu_percent"] = [r["background_cpu_percent"]
                                                         for r in tries]
+            chosen["rounds"] = [  # every round's own figures, so an odd one can be seen
+                {k: r.get(k) for k in ("server_us_per_frame", "window_frames", "frames_lost",
+                                       "closed_by_server", "close_codes", "latency_ms",
+                                       "background_cpu_percent")}
+                for r in tries
+            ]
         results.append(chosen)
 
     ratios = summarise(results)

@@ -4,7 +4,8 @@ Each test makes its own EPollReactor (not the global one), listens on loopback,
 connects plain client sockets and turns the reactor by hand until what a user of
 a TCP transport would see has happened: every byte in order, the end of the
 connection reported the way Twisted reports it, a misbehaving connection dropped
-alone.
+alone.  Each runs twice: the read loop's epoll set nested in the reactor's (one
+reader), and merged (the fast path's ``merge_poll``: our set is the reactor's wait).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from twisted.internet import error
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import Factory, Protocol
 
+from voicews.call.fastpath import merge_poll
 from voicews.call.readloop import CallReader
 
 pytestmark = pytest.mark.skipif(not CallReader.available(), reason="needs epoll (Linux)")
@@ -58,9 +60,9 @@ class Recorder(Protocol):
 class Bench:
     """A private reactor listening on loopback, and the protocols it made."""
 
-    def __init__(self, behaviour: str = "record") -> None:
+    def __init__(self, behaviour: str = "record", merged: bool = False) -> None:
         self.reactor = EPollReactor()
-        self.reader = CallReader(self.reactor)
+        self.reader = CallReader(self.reactor, merge_poll if merged else None)
         self.protocols: list[Recorder] = []
         factory = Factory.forProtocol(lambda: self._made(behaviour))
         self.port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -92,12 +94,12 @@ class Bench:
         self.reactor._poller.close()
 
 
-@pytest.fixture
-def bench():
+@pytest.fixture(params=["nested", "merged"])
+def bench(request):
     made = []
 
     def make(behaviour: str = "record") -> Bench:
-        made.append(Bench(behaviour))
+        made.append(Bench(behaviour, merged=request.param == "merged"))
         return made[-1]
 
     yield make
@@ -109,9 +111,11 @@ def test_bytes_arrive_in_order_through_the_reader_not_the_reactor(bench):
     b = bench()
     client, proto = b.connect()
     assert proto.fd is not None
-    # The transport left the reactor's readers; the reader's epoll set is there instead.
+    # The transport left the reactor's readers; the reader's epoll set is there instead,
+    # or (merged) is the reactor's wait, with the reactor's own set inside it.
     assert proto.transport not in b.reactor.getReaders()
-    assert b.reader in b.reactor.getReaders()
+    assert b.reader.merged == (b.reader not in b.reactor.getReaders())
+    assert b.reader.merged == ("doIteration" in vars(b.reactor))
     sent = b"".join(struct.pack(">I", i) * 160 for i in range(500))
     for i in range(0, len(sent), 640):
         client.sendall(sent[i : i + 640])
@@ -213,6 +217,7 @@ def test_close_gives_sockets_back_to_the_reactor(bench):
     client, proto = b.connect()
     b.reader.close()
     assert proto.transport in b.reactor.getReaders()
+    assert "doIteration" not in vars(b.reactor)  # the reactor waits on its own set again
     client.sendall(b"read by twisted")
     b.turn_until(lambda: proto.received == b"read by twisted")
     client.close()
@@ -222,9 +227,29 @@ def test_close_gives_sockets_back_to_the_reactor(bench):
 def test_reactor_shutdown_ends_adopted_connections(bench):
     b = bench()
     client, proto = b.connect()
-    b.reactor.disconnectAll()  # what the reactor does as it stops
+    b.reactor.fireSystemEvent("shutdown")  # what the reactor does as it stops
     assert proto.lost is not None
+    assert "doIteration" not in vars(b.reactor)
     client.close()
+
+
+def test_the_reactors_own_work_goes_on_while_merged(bench):
+    """Timers, new connections and callFromThread still run with our set as the wait."""
+    import threading
+
+    b = bench()
+    client, proto = b.connect()
+    fired = []
+    b.reactor.callLater(0.02, fired.append, "timer")
+    threading.Thread(target=b.reactor.callFromThread, args=(fired.append, "thread")).start()
+    b.turn_until(lambda: len(fired) == 2)
+    other, second = b.connect()  # the listening port is the reactor's
+    client.sendall(b"one")
+    other.sendall(b"two")
+    b.turn_until(lambda: proto.received == b"one" and second.received == b"two")
+    for c in (client, other):
+        c.close()
+    b.turn_until(lambda: proto.lost is not None and second.lost is not None)
 
 
 def test_an_open_call_socket_is_read_by_the_reader(tmp_path):
@@ -249,6 +274,7 @@ def test_an_open_call_socket_is_read_by_the_reader(tmp_path):
         with Call(f"ws://127.0.0.1:{port}/socket", pipeline="echo") as call:
             call.echo_roundtrip(0, 20)
             assert factory.reader.sockets == 1
+            assert factory.reader.merged  # the fast path's read loop is the reactor's wait
             assert not [r for r in reactor.getReaders()
                         if isinstance(getattr(r, "protocol", None), CallProtocol)]
             call.echo_roundtrip(20, 20)

@@ -131,3 +131,16 @@ def test_session_clear_sends_clear_command_and_forgets_partial_frame():
     call.pipeline.session.clear()
     assert call.pipeline.framer.pending == 0
     assert call.texts()[-1] == {"action": "clear"}
+
+
+def test_the_latest_frame_sent_is_kept_for_the_level_meter():
+    """The console's outbound level reads ``last_frame``: sent at once or after a wait."""
+    clock, wire, sender = make_sender(max_lead=0.04)
+    sender.audio(frame(1))  # at once
+    assert sender.last_frame == frame(1)
+    for i in range(2, 6):
+        sender.audio(frame(i))
+    assert sender.last_frame == frame(2)  # 3, 4 and 5 wait behind the 40 ms lead
+    clock.pump([0.02] * 10)
+    assert sender.last_frame == frame(5)
+    assert [item for _, item in wire.items] == [frame(i) for i in range(1, 6)]

@@ -15,7 +15,9 @@ What it touches that is not public API, and so lives only here:
   ``current_frame``, ``inside_message``, ``_dataReceived``, ``consumeData``,
   ``_perMessageCompress``, ``failedByMe``, ``localCloseReason``;
 * Twisted ``tcp.Connection``: ``dataBuffer`` and ``_tempDataBuffer`` (whether
-  ``write`` has anything buffered) and ``socket``.
+  ``write`` has anything buffered) and ``socket``;
+* Twisted ``EPollReactor``: ``_poller`` and ``doIteration`` (:func:`merge_poll`: the
+  call read loop's epoll set becomes the reactor's wait).
 
 :func:`self_check` looks for all of them at start-up on the installed versions
 (pinned below their next major versions in pyproject.toml).  When one is
@@ -25,7 +27,10 @@ call takes autobahn's and Twisted's public path, frame for frame the same.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -52,6 +57,53 @@ _AUTOBAHN_ATTRIBUTES = (
 )
 _AUTOBAHN_METHODS = ("_dataReceived", "consumeData")
 _TWISTED_ATTRIBUTES = ("dataBuffer", "_tempDataBuffer")
+
+
+def merge_poll(
+    reactor: Any, epoll: Any, dispatch: Callable[[list[tuple[int, int]]], None]
+) -> tuple[Callable[[], None], int, Callable[[float], None]] | None:
+    """Make `epoll` (the call read loop's set) the reactor's wait; None if this reactor can't.
+
+    The reactor's own epoll descriptor goes into `epoll`, and the reactor's
+    ``doIteration`` (what ``mainLoop`` calls to wait) is replaced on this instance
+    by one ``epoll_wait`` on `epoll` whose events go to `dispatch`; the read loop
+    runs the reactor's own poll, without waiting, when its descriptor is ready.
+    A wake-up for call data then costs one system call and no logging context,
+    where the nested sets cost two and Twisted's dispatch.  Returns (undo, the
+    reactor's descriptor, the reactor's own poll).
+    """
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+    except ImportError:  # pragma: no cover - not Linux
+        return None
+    poller = getattr(reactor, "_poller", None)
+    own_poll = getattr(type(reactor), "doIteration", None)
+    if (
+        not isinstance(reactor, EPollReactor) or poller is None or own_poll is None
+        or "doIteration" in vars(reactor)  # someone else's already
+    ):
+        return None
+    twisted_fd = poller.fileno()
+    epoll.register(twisted_fd, select.EPOLLIN)
+    wait = epoll.poll
+
+    def iterate(timeout: float | None) -> None:
+        try:
+            ready = wait(-1 if timeout is None else timeout)
+        except InterruptedError:  # pragma: no cover - Python retries; as Twisted's doPoll
+            return
+        dispatch(ready)
+
+    def twisted_poll(timeout: float) -> None:
+        own_poll(reactor, timeout)
+
+    def undo() -> None:
+        vars(reactor).pop("doIteration", None)
+        with contextlib.suppress(OSError, ValueError):  # closed with the reactor
+            epoll.unregister(twisted_fd)
+
+    reactor.doIteration = iterate  # type: ignore[method-assign]  # this instance's wait
+    return undo, twisted_fd, twisted_poll
 
 
 def frame_header(opcode_byte: int, length: int) -> bytes:

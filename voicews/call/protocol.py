@@ -18,7 +18,7 @@ from autobahn.util import encode_truncate
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
 
-from voicews.call.fastpath import FastPathProtocol
+from voicews.call.fastpath import FastPathProtocol, merge_poll
 from voicews.call.readloop import CallReader
 from voicews.pipeline.events import Event
 from voicews.pipeline.info import CallInfo
@@ -371,7 +371,8 @@ class CallFactory(WebSocketServerFactory):
         super().__init__(url)
         self.runtime = runtime
         self.fast_path = fast_path
-        self.reader = CallReader(runtime.clock)  # type: ignore[arg-type]
+        self.reader = CallReader(  # with the fast path, our epoll set is the reactor's wait
+            runtime.clock, merge_poll if fast_path else None)  # type: ignore[arg-type]
         limits = runtime.settings.raw.limits
         self.setProtocolOptions(
             maxMessagePayloadSize=limits.max_message_bytes,

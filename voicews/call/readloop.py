@@ -15,6 +15,14 @@ transport: epoll is level-triggered, so Twisted finds the same condition waiting
 and handles it as it always does.  Nothing is read twice or lost in the hand-over.
 Uses only public interfaces: ``IReactorFDSet.addReader``, ``IPushProducer``
 ``pauseProducing``/``resumeProducing``, ``ITCPTransport.getHandle``.
+
+One step further, given a ``merge_poll`` (voicews.call.fastpath.merge_poll, which
+knows Twisted's epoll reactor from the inside): our set becomes the reactor's wait
+itself, with the reactor's own epoll descriptor inside it.  A wake-up for call
+data is then one ``epoll_wait`` and a direct call here, rather than the reactor's
+``epoll_wait``, its logging context and dispatch, and then ours; the reactor's own
+events (the listening port, timers' wake-ups, other connections) are handed to its
+usual poll when its descriptor turns up ready.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ import select
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -46,6 +56,19 @@ _HAND_BACK = (
 )
 
 
+def _nothing(_timeout: float) -> None:
+    pass
+
+
+MergePoll = Callable[
+    [IReactorFDSet, Any, Callable[[list[tuple[int, int]]], None]],
+    tuple[Callable[[], None], int, Callable[[float], None]] | None,
+]
+"""``merge_poll(reactor, epoll, dispatch)``: make `epoll` the reactor's wait, its events
+going to `dispatch`; returns (undo, the reactor's descriptor, the reactor's own poll), or
+None when this reactor cannot be merged with (the read loop then registers as a reader)."""
+
+
 @dataclass(slots=True)
 class _Adopted:
     sock: socket.socket
@@ -58,10 +81,15 @@ class _Adopted:
 class CallReader:
     """Reads every adopted call socket from one epoll set registered on the reactor."""
 
-    def __init__(self, reactor: IReactorFDSet) -> None:
+    def __init__(self, reactor: IReactorFDSet, merge_poll: MergePoll | None = None) -> None:
         self._reactor = reactor
-        self._epoll = None
+        self._merge_poll = merge_poll
+        self._epoll: Any = None
         self._adopted: dict[int, _Adopted] = {}
+        self._unmerge: Callable[[], None] | None = None
+        self._twisted_fd = -1  # the reactor's own epoll, inside ours once merged
+        self._twisted_poll: Callable[[float], None] = _nothing
+        self._shutdown: Any = None  # the trigger that stands in for disconnectAll, merged
 
     @property
     def sockets(self) -> int:
@@ -85,12 +113,29 @@ class CallReader:
         if fd < 0 or fd in self._adopted:
             return None
         if self._epoll is None:
-            self._epoll = _EPOLL()
-            self._reactor.addReader(self)
+            self._start()
         transport.pauseProducing()
         self._epoll.register(fd, _WANT)
         self._adopted[fd] = _Adopted(sock, transport, protocol, protocol.dataReceived)
         return fd
+
+    def _start(self) -> None:
+        assert _EPOLL is not None  # adopt() checked
+        self._epoll = _EPOLL()
+        merge = self._merge_poll
+        merged = merge(self._reactor, self._epoll, self._dispatch) if merge is not None else None
+        if merged is None:
+            self._reactor.addReader(self)
+            return
+        self._unmerge, self._twisted_fd, self._twisted_poll = merged
+        # The reactor cannot see our sockets: at shutdown we end them, as disconnectAll would.
+        self._shutdown = self._reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+            "during", "shutdown", self._reactor_stopping)
+
+    @property
+    def merged(self) -> bool:
+        """Whether our set is the reactor's wait (see the module's docstring)."""
+        return self._unmerge is not None
 
     def release(self, fd: int, protocol: Protocol) -> None:
         """Forget `fd` (the call ended or goes back to Twisted); idempotent."""
@@ -110,9 +155,24 @@ class CallReader:
         for fd, adopted in list(self._adopted.items()):
             self._hand_back(fd, adopted)
         if self._epoll is not None:
+            self._leave()
+
+    def _leave(self) -> None:
+        if self._unmerge is not None:
+            self._unmerge()
+            self._unmerge, self._twisted_fd, self._twisted_poll = None, -1, _nothing
+            if self._shutdown is not None:
+                with contextlib.suppress(KeyError, ValueError):  # it ran already
+                    self._reactor.removeSystemEventTrigger(self._shutdown)  # type: ignore[attr-defined]
+                self._shutdown = None
+        else:
             self._reactor.removeReader(self)
-            self._epoll.close()
-            self._epoll = None
+        self._epoll.close()
+        self._epoll = None
+
+    def _reactor_stopping(self) -> None:
+        self._shutdown = None
+        self.connectionLost(Failure(ConnectionLost("reactor shutting down")))
 
     # IReadDescriptor
 
@@ -123,11 +183,17 @@ class CallReader:
         return "voicews.call.readloop"
 
     def doRead(self) -> None:  # noqa: N802 - Twisted's name
+        self._dispatch(self._epoll.poll(0))
+
+    def _dispatch(self, ready: list[tuple[int, int]]) -> None:
+        """Read every ready call socket; the reactor's own descriptor goes to its poll."""
         adopted_by_fd = self._adopted
         read = os.read  # on the descriptor: the socket object's recv costs more per call
-        for fd, events in self._epoll.poll(0):
+        for fd, events in ready:
             adopted = adopted_by_fd.get(fd)
             if adopted is None:
+                if fd == self._twisted_fd:
+                    self._twisted_poll(0)
                 continue
             transport = adopted.transport
             if events & _HAND_BACK or transport.disconnecting or not transport.connected:
@@ -165,7 +231,11 @@ class CallReader:
         adopted_now = list(self._adopted.items())
         self._adopted.clear()
         if self._epoll is not None:
-            self._epoll.close()
-            self._epoll = None
+            if self._unmerge is not None:
+                self._leave()
+            else:  # the reactor has dropped us already
+                self._epoll.close()
+                self._epoll = None
         for _fd, adopted in adopted_now:
             adopted.transport.connectionLost(reason)
+

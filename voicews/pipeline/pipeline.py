@@ -8,26 +8,24 @@ steps → the bus → the framer (exact 20 ms frames) → the paced sender → t
 A frame with nothing played costs one loop over the steps: the bus is looked at
 only while some lane holds audio, and the book of playbacks (what is playing, how
 much the caller heard: voicews.pipeline.playback) only when audio is played, a
-notify goes out or comes back, or a barge-in asks.  Every processor exception is caught here,
-logged once with the step's name and traceback, and ends this call alone (1011).
+notify goes out or comes back, or a barge-in asks.  Starting and closing steps, events
+between them and a step's failure (which ends this call alone, 1011) are the base
+class's: voicews.pipeline.stephost.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from twisted.internet import defer
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from voicews.audio.samples import FRAME_SECONDS, SAMPLE_DTYPE
 from voicews.pipeline.bus import Lane, as_samples
-from voicews.pipeline.closing import close_steps
 from voicews.pipeline.events import APP, CALL, VONAGE, Event
 from voicews.pipeline.framer import Framer
 from voicews.pipeline.playback import Mark, Playback, Playbacks
@@ -36,6 +34,7 @@ from voicews.pipeline.retired import Retired, SwitchFailed, SwitchRefused
 from voicews.pipeline.sender import PacedSender
 from voicews.pipeline.session import Session
 from voicews.pipeline.speech import Speech
+from voicews.pipeline.stephost import StepHost, step_that_raised
 
 if TYPE_CHECKING:
     from voicews.pipeline.info import CallInfo
@@ -44,17 +43,16 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="voicews.pipeline")
 
-CLOSE_INTERNAL_ERROR = 1011
-
 __all__ = ["Pipeline", "SwitchFailed", "SwitchRefused"]
 
 
-class Pipeline:
+class Pipeline(StepHost):
     """The processors of one call, run in order on every inbound frame."""
 
     def __init__(
         self, spec: PipelineSpec, info: CallInfo, services: CallServices, link: CallLink
     ) -> None:
+        super().__init__()
         self.spec = spec
         self.info = info
         self.services = services
@@ -80,8 +78,6 @@ class Pipeline:
         self.playbacks = Playbacks(self._ear, self._push)
         self.speech = Speech(self)
         self._processing = False
-        self._events: deque[tuple[Event, int]] = deque()
-        self._delivering = False
         self._work = defer.DeferredLock()
         self._closing: defer.Deferred[None] | None = None
         self._started = False
@@ -113,21 +109,6 @@ class Pipeline:
             return
         self._emit(Event("call_started", {}, CALL, 0.0), skip=-1)
 
-    def _start_steps(self) -> bool:
-        for processor in self.processors:
-            try:
-                result = processor.start()
-            except Exception:
-                self._step_failed(processor, "start")
-                return False
-            if isinstance(result, defer.Deferred):
-                result.addErrback(self._start_failed, processor)
-        return True
-
-    def _start_failed(self, failure: Failure, processor: Processor) -> None:
-        if not self.closed:
-            self._step_failed(processor, "start", failure)
-
     def close(self, outcome: str) -> defer.Deferred[None]:
         """End the call's processing: close every step, wait (bounded) for their Deferreds.
 
@@ -147,19 +128,6 @@ class Pipeline:
             waits.append(self._retiring)
         self._closing = defer.gatherResults(waits).addCallback(self._ended, outcome)
         return self._closing
-
-    def _close_steps(self, processors: list[Processor], pipeline: str) -> defer.Deferred[None]:
-        def late(steps: list[str]) -> None:
-            log.warn(
-                "steps {steps} of pipeline {pipeline} still closing after {timeout:g} s; "
-                "abandoned uuid={uuid}", steps=", ".join(steps), pipeline=pipeline,
-                timeout=self.services.close_timeout, uuid=self.info.uuid,
-            )
-
-        def failed(name: str, failure: Failure) -> None:
-            self._log_step_error(f"step {name}", "close", failure)
-
-        return close_steps(processors, self.clock, self.services.close_timeout, failed, late)
 
     def _ended(self, _: Any, outcome: str) -> None:
         if not self._started:
@@ -250,7 +218,7 @@ class Pipeline:
                     outbound = processor.process(inbound, outbound)
         except Exception:
             self._processing = False
-            self._step_failed(_raiser(), "frame")
+            self._step_failed(step_that_raised(), "frame")
             return
         self._processing = False
         if outbound is not None:
@@ -408,9 +376,6 @@ class Pipeline:
         if not self.closed:
             self.link.hangup(code, reason, outcome)
 
-    def call_time(self) -> float:
-        return self.clock.seconds() - self.started_at
-
     @property
     def frames_out(self) -> int:
         return self.sender.frames_sent
@@ -429,64 +394,6 @@ class Pipeline:
             self.playbacks.answered(data.get("payload"))  # say's Deferreds fire first
         self._emit(Event(kind, data, VONAGE, self.call_time()), skip=-1)
 
-    def emit(self, position: int, source: str, kind: str, data: dict[str, Any]) -> None:
-        """An event from a step (not delivered back to it) or from the app (position 0)."""
-        self._emit(Event(kind, data, source, self.call_time()), skip=position - 1)
-
-    def publish(self, info: CallInfo, event: Event) -> None:
-        """One event to the application (``runtime.sinks``), never raising."""
-        try:
-            self.services.publish(info, event)
-        except Exception:
-            log.failure("publishing a call event failed uuid={uuid}", uuid=info.uuid)
-
-    def _emit(self, event: Event, skip: int) -> None:
-        """Deliver in order: events emitted while delivering wait for the one in hand."""
-        self._events.append((event, skip))
-        if self._delivering:
-            return
-        self._delivering = True
-        try:
-            while self._events:
-                event, skip = self._events.popleft()
-                self.publish(self.info, event)
-                if self.closed:
-                    continue  # a closed call's steps hear nothing more (call_ended: the app)
-                for index, processor in enumerate(self.processors):
-                    if index == skip or self.failed:
-                        continue
-                    try:
-                        processor.on_event(event)
-                    except Exception:
-                        self._step_failed(processor, f"{event.kind} event")
-        finally:
-            self._delivering = False
-
-    # -- failures ------------------------------------------------------------------------
-
-    def _log_step_error(self, what: str, during: str, failure: Failure) -> None:
-        log.failure(
-            "{what} of pipeline {pipeline} raised during {during} uuid={uuid}",
-            failure=failure, what=what, pipeline=self.info.pipeline, during=during,
-            uuid=self.info.uuid, level=LogLevel.error,  # one call failed, not the daemon
-        )
-
-    def _step_failed(
-        self, processor: Processor | None, during: str, failure: Failure | None = None
-    ) -> None:
-        """A processor raised: log it once with its traceback and end this call (1011)."""
-        if self.failed:
-            return
-        self.failed = True
-        step = processor.name if processor is not None else "a plugin hook"
-        what = f"step {processor.name}" if processor is not None else "a plugin"
-        self._log_step_error(what, during, failure or Failure())
-        self.link.hangup(
-            CLOSE_INTERNAL_ERROR, f"processor error in pipeline {self.info.pipeline}, step {step}",
-            "error",
-        )
-
-
 class _Clear:
     """A clear asked during a frame, sent after it, with the notifies it released."""
 
@@ -494,15 +401,3 @@ class _Clear:
 
     def __init__(self, released: list[Mark]) -> None:
         self.released = released
-
-
-def _raiser() -> Processor | None:
-    """The processor whose code raised the exception being handled, from its traceback."""
-    tb = sys.exc_info()[2]
-    found = None
-    while tb is not None:
-        candidate = tb.tb_frame.f_locals.get("self")
-        if isinstance(candidate, Processor):
-            found = candidate
-        tb = tb.tb_next
-    return found

@@ -1,11 +1,15 @@
 """record: write the call's audio to a WAV file per call, off the reactor thread.
 
 Processors run in the reactor thread, where a slow disk would delay every
-call's audio.  So ``process`` only appends bytes to a per-call buffer and,
-every half second, hands them to one shared writer thread through a queue.
-The writer uses the standard library's ``wave``, which rewrites the RIFF
-header after every write: a file is a valid WAV at every moment, even if the
-process is killed.  The ``stop`` hook makes the daemon wait, on SIGTERM, until
+call's audio.  So ``process`` only keeps the frame (a reference to the caller's
+immutable frame, and to the output when it is that same frame, as with echo: a
+copy otherwise) and, every 200 ms, hands the batch to one shared writer thread
+through a queue; the writer interleaves the channels and writes.  A recording
+call holds about 8 KB of audio this way (16 kHz, both channels), not the
+interleaved bytes of half a second.  The writer uses the standard library's
+``wave`` on an unbuffered file (no 8 KB buffer per recording), which rewrites
+the RIFF header after every write: a file is a valid WAV at every moment, even
+if the process is killed.  The ``stop`` hook makes the daemon wait, on SIGTERM, until
 the writer has written and closed everything the drained calls handed it.
 """
 
@@ -20,7 +24,7 @@ import uuid as uuidlib
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from twisted.application import service
@@ -34,7 +38,7 @@ from voicews.audio.samples import SAMPLE_DTYPE, saturate
 log = Logger(namespace="voicews.processors.record")
 
 FIELDS = ("uuid", "conversation_uuid", "pipeline", "started")
-BATCH_FRAMES = 25  # hand the writer half a second at a time
+BATCH_FRAMES = 10  # hand the writer 200 ms at a time
 MAX_OUTBOUND_BACKLOG_FRAMES = 50 * 60  # output running ahead of the caller, kept for alignment
 MAX_WRITER_BACKLOG_BYTES = 64 * 1024 * 1024
 """Audio handed to the writer thread but not yet written, all recordings together (about
@@ -106,15 +110,17 @@ class Record(Processor):
         )
         self.frame = info.frame_samples
         self.channels = 2 if params.what == "both" else 1
-        self.pending: list[bytes] = []
-        self.pending_frames = 0
+        self.left: list[np.ndarray] = []  # the batch: the only (or left) channel's frames
+        self.right: list[np.ndarray] = []  # with "both": the output's
         self.backlog = np.empty(0, dtype=SAMPLE_DTYPE)  # outbound not yet paired with inbound
         self.file_id = WRITER.open(Path(path), self.channels, info.rate, info.uuid)
 
     def _outbound_frame(self, outbound: np.ndarray | None) -> np.ndarray:
         """Exactly one frame of the output, so the right channel stays in step with the left."""
         if outbound is not None and len(outbound):
-            out = np.asarray(outbound).reshape(-1)
+            out = outbound if (  # the same object when it is one already: kept without a copy
+                type(outbound) is np.ndarray and outbound.ndim == 1
+            ) else np.asarray(outbound).reshape(-1)
             if out.dtype != SAMPLE_DTYPE:
                 out = saturate(out)
             if not len(self.backlog) and len(out) == self.frame:
@@ -129,28 +135,28 @@ class Record(Processor):
             frame = np.concatenate((frame, np.zeros(self.frame - len(frame), SAMPLE_DTYPE)))
         return frame
 
+    def _kept(self, out: np.ndarray, inbound: np.ndarray) -> np.ndarray:
+        """The output frame as it is now: the caller's own frame is immutable (read from
+        bytes) and kept as is; anything else a later step might reuse is copied."""
+        return out if out is inbound else out.copy()
+
     def process(self, inbound: np.ndarray, outbound: np.ndarray | None) -> np.ndarray | None:
         what = self.params.what
         if what == "inbound":
-            data = inbound.tobytes()
+            self.left.append(inbound)  # read-only: a view of the caller's bytes
         elif what == "outbound":
-            data = self._outbound_frame(outbound).tobytes()
+            self.left.append(self._kept(self._outbound_frame(outbound), inbound))
         else:
-            stereo = np.empty((self.frame, 2), dtype=SAMPLE_DTYPE)
-            stereo[:, 0] = inbound
-            stereo[:, 1] = self._outbound_frame(outbound)
-            data = stereo.tobytes()
-        self.pending.append(data)
-        self.pending_frames += 1
-        if self.pending_frames >= BATCH_FRAMES:
+            self.left.append(inbound)
+            self.right.append(self._kept(self._outbound_frame(outbound), inbound))
+        if len(self.left) >= BATCH_FRAMES:
             self._hand_over()
         return outbound
 
     def _hand_over(self) -> None:
-        if self.pending:
-            WRITER.write(self.file_id, b"".join(self.pending))
-            self.pending.clear()
-            self.pending_frames = 0
+        if self.left:
+            WRITER.write(self.file_id, Batch(self.left, self.right))
+            self.left, self.right = [], []
 
     def close(self) -> defer.Deferred[None]:
         """The call's end waits until its WAV file is written and closed."""
@@ -203,7 +209,7 @@ class Writer(service.Service):
         """Bytes of audio waiting for the writer thread."""
         return self._handed - self._done
 
-    def write(self, file_id: int, data: bytes) -> None:
+    def write(self, file_id: int, data: bytes | Batch) -> None:
         if self.backlog() + len(data) > self.max_backlog:
             self.dropped_bytes += len(data)
             if file_id not in self._losing:
@@ -273,6 +279,8 @@ class Writer(service.Service):
         if handle is not None:
             with contextlib.suppress(Exception):
                 handle.wav.close()
+            with contextlib.suppress(Exception):
+                handle.raw.close()
         self._report("error", "recording {path} failed: {reason}", path=str(name), reason=reason)
 
     def _open(self, file_id: int, arg) -> None:
@@ -281,7 +289,9 @@ class Writer(service.Service):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             target = _unused(path)
-            handle = wave.open(str(target), "wb")  # noqa: SIM115 - closed in _close
+            # Unbuffered: wave writes a batch at a time, and a buffer would be 8 KB a call.
+            raw = open(target, "wb", buffering=0)  # noqa: SIM115 - closed in _close_file
+            handle = wave.open(raw, "wb")  # noqa: SIM115
         except (OSError, wave.Error) as exc:
             self._report(
                 "error", "cannot record uuid={uuid} to {path}: {reason}", uuid=uuid,
@@ -292,17 +302,18 @@ class Writer(service.Service):
         handle.setsampwidth(SAMPLE_DTYPE.itemsize)
         handle.setframerate(rate)
         handle.writeframes(b"")  # header now, so even an empty call leaves a valid WAV
-        self.files[file_id] = _OpenFile(handle, target, uuid)
+        self.files[file_id] = _OpenFile(handle, raw, target, uuid)
         self._report(
             "info", "recording uuid={uuid} to {path}", uuid=uuid, path=str(target),
             event="recording_started",
         )
 
-    def _write(self, file_id: int, data: bytes) -> None:
+    def _write(self, file_id: int, data: bytes | Batch) -> None:
         try:
             handle = self.files.get(file_id)
             if handle is not None:
-                handle.wav.writeframes(data)  # writeframes (not ...raw) patches the header too
+                audio = data if isinstance(data, bytes) else data.render()
+                handle.wav.writeframes(audio)  # writeframes (not ...raw) patches the header too
         finally:
             self._done += len(data)
 
@@ -320,7 +331,10 @@ class Writer(service.Service):
             return
         frames = handle.wav.getnframes()
         rate = handle.wav.getframerate()
-        handle.wav.close()
+        try:
+            handle.wav.close()  # the header's final sizes
+        finally:
+            handle.raw.close()  # wave closes only files it opened itself
         self._report(
             "info", "recording finished uuid={uuid} {path} ({seconds:.2f} s)",
             uuid=handle.uuid, path=str(handle.path), seconds=frames / rate,
@@ -333,8 +347,32 @@ class _OpenFile:
     """A recording the writer thread holds open, and what its log lines name."""
 
     wav: wave.Wave_write
+    raw: Any  # the unbuffered file under it
     path: Path
     uuid: str | None
+
+
+class Batch:
+    """A recording's frames handed to the writer thread, interleaved there, not per frame."""
+
+    __slots__ = ("left", "right", "nbytes")
+
+    def __init__(self, left: list[np.ndarray], right: list[np.ndarray]) -> None:
+        self.left = left
+        self.right = right
+        self.nbytes = sum(a.nbytes for a in left) + sum(a.nbytes for a in right)
+
+    def __len__(self) -> int:
+        """Bytes of audio, as the writer's backlog counts them."""
+        return self.nbytes
+
+    def render(self) -> bytes:
+        if not self.right:
+            return np.concatenate(self.left).tobytes()
+        stereo = np.empty((len(self.left) * len(self.left[0]), 2), dtype=SAMPLE_DTYPE)
+        stereo[:, 0] = np.concatenate(self.left)
+        stereo[:, 1] = np.concatenate(self.right)
+        return stereo.tobytes()
 
 
 def _unused(path: Path) -> Path:

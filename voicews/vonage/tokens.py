@@ -18,8 +18,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-import jwt
-
 ALGORITHM = "HS256"
 
 
@@ -42,6 +40,8 @@ def query_payload(query: str | bytes) -> bytes:
 
 def make_token(secret: str, body: bytes | None = None, **claims) -> str:
     """A token as Vonage would send it (the call simulator and tests sign with this)."""
+    import jwt  # here, not at import: a daemon that signs nothing never loads PyJWT
+
     payload = {"iat": int(time.time()), "jti": str(uuid.uuid4()), "iss": "Vonage", **claims}
     if body:
         payload["payload_hash"] = body_hash(body)
@@ -123,6 +123,8 @@ def verify_token(
       webhook :func:`query_payload`): ``payload_hash`` must be present and match it.
     * `seen`: the token must carry a ``jti`` not accepted before; it is remembered.
     """
+    import jwt  # on first use, as in make_token
+
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
