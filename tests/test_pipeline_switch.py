@@ -57,6 +57,7 @@ class Closer(Processor):
         session.notify({"late": True})
         session.hangup(1011, "must not hang up")
         session.emit("final", frames=session.frames_in, pipeline=session.info.pipeline)
+        self.transcriber = session.transcriber  # still readable (the call's, not retired)
 
         def done():
             self.closed_at = session.clock.seconds()

@@ -45,18 +45,6 @@ def test_realtime_output_is_sent_at_once():
     assert all(abs(t - 0.02 * i) < 1e-9 for i, (t, _) in enumerate(wire.items))
 
 
-def test_last_frame_is_the_latest_sent_whether_at_once_or_paced():
-    # (the console's level meter reads it: both ways out must keep it)
-    clock, wire, sender = make_sender(max_lead=0.04)
-    sender.audio(frame(1))
-    assert sender.last_frame == frame(1)  # sent at once
-    for i in range(2, 6):
-        sender.audio(frame(i))
-    assert sender.last_frame == wire.items[-1][1] != frame(5)
-    clock.pump([0.02] * 10)
-    assert sender.last_frame == frame(5)  # sent by the pacing timer
-
-
 def test_a_burst_is_paced_to_real_time_after_the_lead():
     clock, wire, sender = make_sender(max_lead=0.1)
     for i in range(50):  # one second of audio at once

@@ -123,7 +123,7 @@ def self_check() -> str | None:
     """
     factory = WebSocketServerFactory("ws://localhost/socket")
     factory.protocol = FastPathProtocol
-    protocol = factory.buildProtocol(None)
+    protocol: Any = factory.buildProtocol(None)
     transport = _CheckTransport()
     try:
         protocol.makeConnection(transport)
@@ -199,6 +199,13 @@ class FastPathProtocol(WebSocketServerProtocol):
     _in_frame_prefix = b""
     _direct: Any = None  # where audio frames go, skipping onMessage (see deliver_directly)
     _direct_left = 0  # frames to deliver directly before the next goes through onMessage
+    # autobahn sets these per connection (setProtocolOptions); declared for the type checker.
+    logOctets: bool  # noqa: N815 - autobahn's names
+    logFrames: bool  # noqa: N815
+    applyMask: bool  # noqa: N815
+    autoPingInterval: float  # noqa: N815
+    maxFramePayloadSize: int  # noqa: N815
+    maxMessagePayloadSize: int  # noqa: N815
 
     def fast_open(self, allowed: bool) -> bool:
         """At onOpen: may this connection take the fast path?  True when it reads plain TCP.
@@ -348,4 +355,6 @@ class FastPathProtocol(WebSocketServerProtocol):
 
     def write_rest(self, data: bytes) -> None:
         """What the kernel did not take goes through Twisted's buffered write."""
-        self.transport.write(data)
+        transport = self.transport
+        assert transport is not None  # connected: a frame is being sent
+        transport.write(data)

@@ -12,6 +12,7 @@ once its steps have finished closing.
 from __future__ import annotations
 
 from time import perf_counter
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.util import encode_truncate
@@ -238,7 +239,7 @@ class CallProtocol(FastPathProtocol):
     def write_rest(self, data: bytes) -> None:
         if self._backed_up and self._too_much_unsent(len(data)):
             return
-        self.transport.write(data)
+        super().write_rest(data)
 
     def _too_much_unsent(self, size: int) -> bool:
         self._unsent += size
@@ -363,7 +364,7 @@ class CallProtocol(FastPathProtocol):
 class CallFactory(WebSocketServerFactory):
     """Builds CallProtocols that share the daemon's Runtime."""
 
-    protocol = CallProtocol
+    protocol: Any = CallProtocol
 
     def __init__(
         self, runtime: Runtime, fast_path: bool = True, url: str = "ws://localhost/socket"

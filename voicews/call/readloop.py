@@ -35,8 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor, ITCPTransport
+from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -72,7 +73,7 @@ None when this reactor cannot be merged with (the read loop then registers as a 
 @dataclass(slots=True)
 class _Adopted:
     sock: socket.socket
-    transport: ITCPTransport
+    transport: tcp.Connection
     protocol: Protocol
     receive: Callable[[bytes], None]  # protocol.dataReceived, bound once
 
@@ -100,7 +101,7 @@ class CallReader:
     def available() -> bool:
         return _EPOLL is not None
 
-    def adopt(self, protocol: Protocol, transport: ITCPTransport) -> int | None:
+    def adopt(self, protocol: Protocol, transport: tcp.Connection) -> int | None:
         """Take over reading `transport`; return its fd, or None when it stays with Twisted.
 
         The protocol calls :meth:`release` from ``connectionLost`` and before it aborts

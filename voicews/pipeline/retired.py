@@ -59,6 +59,9 @@ class Retired:
     def http(self) -> Any:
         return self._call.http()
 
+    def transcriber(self) -> Any:
+        return self._call.transcriber()
+
     def call_time(self) -> float:
         return self._call.call_time()
 
