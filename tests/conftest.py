@@ -169,6 +169,21 @@ class Daemon:
         return self.proc.returncode
 
 
+def wait_for(predicate, what: str = "condition", timeout: float = 10.0, every: float = 0.05):
+    """Call `predicate` every `every` seconds until it returns something true; return that.
+
+    For what a test watches from outside a daemon (its API, a bot, a browser page);
+    fails the test, naming `what`, after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
 def base_config(**overrides) -> dict:
     """A small config for tests: echo and louder pipelines, output never held back."""
     config = {

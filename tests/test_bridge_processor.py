@@ -11,6 +11,7 @@ uuid, by which the test finds the bot's session of that call.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import socket
@@ -30,6 +31,7 @@ from voicews.simulator import CallResult, echo_lag, simulate_socket
 
 from bots import Bot, Session, TwilioBot, VonageBot
 from conftest import REPO, Daemon, base_config, free_port
+from conftest import wait_for as poll
 
 SPEECH = REPO / "tests" / "data" / "speech" / "two_cities.wav"
 RATE = 16000
@@ -138,18 +140,11 @@ def _uuid(session: Session) -> str | None:
 
 def ended(session: Session) -> Session:
     """The session, once the bot has seen its socket close (all it was sent is in)."""
-    wait_for(session.closed.is_set, label="the bot's socket to close")
+    wait_for(session.closed.is_set, what="the bot's socket to close")
     return session
 
 
-def wait_for(what, timeout: float = TIMEOUT, label: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {label}")
+wait_for = functools.partial(poll, timeout=TIMEOUT, every=0.005)
 
 
 def loud_frames(audio: np.ndarray) -> int:
@@ -232,13 +227,13 @@ def _marks_and_clear(daemon, bot, pipeline: str, play, mark, answers, clear) -> 
 
     sent = time.monotonic()
     mark(session, "idle")
-    wait_for(lambda: len(answers(session)) == 1, label="idle mark")
+    wait_for(lambda: len(answers(session)) == 1, what="idle mark")
     assert time.monotonic() - sent < 0.5  # nothing queued: answered at once
 
     play(session, 1.0)
     sent = time.monotonic()
     mark(session, "tone")
-    wait_for(lambda: len(answers(session)) == 2, label="tone mark")
+    wait_for(lambda: len(answers(session)) == 2, what="tone mark")
     waited = time.monotonic() - sent
     assert 0.9 <= waited <= 2.0, waited  # once its second of audio had played
 
@@ -247,7 +242,7 @@ def _marks_and_clear(daemon, bot, pipeline: str, play, mark, answers, clear) -> 
     time.sleep(0.3)
     cleared = time.monotonic()
     clear(session)
-    wait_for(lambda: len(answers(session)) == 3, label="cut mark")
+    wait_for(lambda: len(answers(session)) == 3, what="cut mark")
     assert time.monotonic() - cleared < 0.5  # the clear answered it, not its audio
     result = future.result(30)
     assert result.ok, result.error
@@ -314,7 +309,7 @@ def test_garbage_from_the_bot_is_ignored_with_one_log_line(daemon, bots, speech)
     bot = bots["vo"]
     call_uuid, future = call(daemon, "vo", play=speech, seconds=1.4)
     session = session_of(bot, call_uuid)
-    wait_for(lambda: session.echoed > 5, label="echo")
+    wait_for(lambda: session.echoed > 5, what="echo")
     for junk in ("not json", b"\x01\x02\x03", '{"action": "dance"}', "[1, 2]",
                  '{"action": "notify"}' * 3):
         bot.send(session, junk)
@@ -353,7 +348,7 @@ def _mid_call(daemon, bots, pipeline: str, action) -> tuple[CallResult, Session]
     bot = bots["tw"]
     call_uuid, future = call(daemon, pipeline, seconds=1.0)
     session = session_of(bot, call_uuid)
-    wait_for(lambda: session.echoed > 10, label="echo")
+    wait_for(lambda: session.echoed > 10, what="echo")
     action(bot, session)
     return future.result(30), session
 
@@ -400,7 +395,7 @@ def test_the_documented_twilio_bot_runs_unchanged(daemon, doc_bot, speech):
     assert echo_lag(result.sent, result.received, RATE, window_seconds=0.5) is not None
     assert {"action": "clear"} in result.commands
     lines = wait_for(lambda: "stop" in printed.read_text().split("\n") and printed.read_text(),
-                     label="the bot's stop").splitlines()
+                     what="the bot's stop").splitlines()
     assert f"call CA{call_uuid.replace('-', '')} {{'pipeline': 'doc', 'uuid': '{call_uuid}'}}" \
         in lines
     assert "played: key 5" in lines

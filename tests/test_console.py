@@ -25,7 +25,7 @@ import pytest
 from voicews.web.actions import ACTIONS
 
 from audio_checks import write_tone
-from conftest import Daemon, base_config
+from conftest import Daemon, base_config, wait_for
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -109,16 +109,6 @@ def calls(daemon: Daemon) -> dict[str, dict]:
     return {call["uuid"]: call for call in json.loads(body)["calls"]}
 
 
-def wait(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def simulator(daemon: Daemon, folder: Path, uuid: str, seconds: float, *extra: str,
               play: Path | None = None):
     return subprocess.Popen(
@@ -144,20 +134,20 @@ def level(page, selector: str) -> float | None:
 
 def test_a_voicews_call_is_listed_within_a_second_and_leaves_when_it_ends(page, daemon, folder):
     process = simulator(daemon, folder, "sim-listed", 3.0, "--dtmf", "7@1.0")
-    wait(lambda: "sim-listed" in calls(daemon), what="the call in /calls")
+    wait_for(lambda: "sim-listed" in calls(daemon), what="the call in /calls")
     page.wait_for_selector(row(page, "sim-listed"), timeout=1000)  # within a second
     cells = page.eval_on_selector_all(f"{row(page, 'sim-listed')} td",
                                       "cells => cells.map(c => c.textContent)")
     assert cells[1:3] == ["echo", "16 kHz"] and cells[4] == calls(daemon)["sim-listed"]["worker"]
     # The meters read the tone (0.1 of full scale: -23 dBFS RMS) both ways, from /events.
-    wait(lambda: level(page, f"{row(page, 'sim-listed')} [aria-label^=Input]") is not None,
+    wait_for(lambda: level(page, f"{row(page, 'sim-listed')} [aria-label^=Input]") is not None,
          what="an input level")
     assert level(page, f"{row(page, 'sim-listed')} [aria-label^=Input]") == pytest.approx(
         -23.0, abs=1.0)
     assert level(page, f"{row(page, 'sim-listed')} [aria-label^=Output]") == pytest.approx(
         -23.0, abs=1.0)
     page.click(f"{row(page, 'sim-listed')} button")
-    wait(lambda: ("dtmf", "DTMF 7 (260 ms)") in timeline(page), what="the DTMF in the timeline")
+    wait_for(lambda: ("dtmf", "DTMF 7 (260 ms)") in timeline(page), what="the DTMF in the timeline")
     assert process.wait(20) == 0
     page.wait_for_selector(row(page, "sim-listed"), state="detached", timeout=2000)
     assert timeline(page)[-1] == ("call_ended", "call ended: hangup")
@@ -245,7 +235,7 @@ def rms(page, side: str) -> float:
 
 def test_the_softphone_calls_echo_and_hears_itself(page, daemon):
     uuid = phone_call(page, "echo", 16000)
-    listed = wait(lambda: calls(daemon).get(uuid), what="the softphone's call in /calls")
+    listed = wait_for(lambda: calls(daemon).get(uuid), what="the softphone's call in /calls")
     assert listed["rate"] == 16000 and listed["pipeline"] == "echo"
     heard, said = 0.0, 0.0
     deadline = time.monotonic() + 4
@@ -258,25 +248,25 @@ def test_the_softphone_calls_echo_and_hears_itself(page, daemon):
     # What came back through the daemon and two resamplers is as loud as what went out.
     assert heard == pytest.approx(said, rel=0.3), (heard, said)
     page.click("#keypad [aria-label='Key 5']")
-    wait(lambda: ("dtmf", "DTMF 5 (260 ms)") in timeline(page), what="DTMF from the keypad")
+    wait_for(lambda: ("dtmf", "DTMF 5 (260 ms)") in timeline(page), what="DTMF from the keypad")
     phone_hangup(page, daemon, uuid)
 
 
 def test_the_softphone_answers_notify_and_clear_like_vonage_at_8_and_24_khz(page, daemon):
     uuid = phone_call(page, "welcome", 8000)
     # file-inject asked for a notify behind its beep: the browser answers once it played.
-    wait(lambda: any(kind == "played" for kind, _ in timeline(page)), what="played")
+    wait_for(lambda: any(kind == "played" for kind, _ in timeline(page)), what="played")
     (played,) = [text for kind, text in timeline(page) if kind == "played"]
     assert '"event":"finished"' in played and "beep.wav" in played
     page.click("#clear")  # the daemon sends clear; the browser answers cleared
-    wait(lambda: ("cleared", "cleared (audio dropped)") in timeline(page), what="cleared")
+    wait_for(lambda: ("cleared", "cleared (audio dropped)") in timeline(page), what="cleared")
     assert calls(daemon)[uuid]["rate"] == 8000
-    wait(lambda: calls(daemon)[uuid]["frames_in"] >= 50, what="8 kHz frames")  # 1 s of them
+    wait_for(lambda: calls(daemon)[uuid]["frames_in"] >= 50, what="8 kHz frames")  # 1 s of them
     phone_hangup(page, daemon, uuid)
 
     uuid = phone_call(page, "echo", 24000)
-    wait(lambda: calls(daemon).get(uuid, {}).get("frames_out", 0) >= 50, what="24 kHz frames")
-    wait(lambda: rms(page, "output") > 0.003, what="the 24 kHz echo")
+    wait_for(lambda: calls(daemon).get(uuid, {}).get("frames_out", 0) >= 50, what="24 kHz frames")
+    wait_for(lambda: rms(page, "output") > 0.003, what="the 24 kHz echo")
     phone_hangup(page, daemon, uuid)
 
 
@@ -289,7 +279,7 @@ def test_the_microphones_speech_is_transcribed_in_the_timeline(page, daemon, fol
         return page.eval_on_selector_all("#timeline li[data-final=true] .text",
                                           "items => items.map(i => i.textContent)")
 
-    wait(lambda: [t for t in said() if len(t.split()) >= 4], timeout=20, what="a final")
+    wait_for(lambda: [t for t in said() if len(t.split()) >= 4], timeout=20, what="a final")
     kinds = [kind for kind, _ in timeline(page)]
     assert "speech_started" in kinds and "speech_stopped" in kinds
     # Partials were replaced in place: at most the one being heard now is left.

@@ -9,6 +9,7 @@ again without either worker being restarted.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ from voicews.audio.samples import db_to_factor, saturate
 
 from audio_checks import needs_espeak, spoken
 from conftest import Daemon, base_config
+from conftest import wait_for as poll
 
 N = RATE // 50
 
@@ -36,14 +38,7 @@ def worker(folder, name: str, redis_url: str, events_url: str) -> Daemon:
     return Daemon(path, config).start()
 
 
-def wait_for(check, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+wait_for = functools.partial(poll, timeout=15.0)
 
 
 def listed(daemon: Daemon) -> dict[str, str]:
