@@ -58,12 +58,8 @@ class PacedSender:
         """Send one exact frame now, or queue it if we are far enough ahead."""
         if not self._queue:
             now = self._clock.seconds()
-            play_end = self._play_end
-            if play_end - now < self._max_lead:  # _emit, inline: this is every frame's way out
-                self._play_end = (play_end if play_end > now else now) + FRAME_SECONDS
-                self.frames_sent += 1
-                self.last_frame = frame
-                self._send_audio(frame)
+            if self._play_end - now < self._max_lead:
+                self._emit(frame, now)
                 return
         if self._queued_frames >= self._max_queue:
             self.frames_dropped += 1
