@@ -254,14 +254,7 @@ class CallProtocol(FastPathProtocol):
                 peer=self._peer, limit=limit, outcome="unread",
             )
             metrics.rejected("unread_output")
-            self.outcome = "unread"
-            self._close_reason = "peer does not read"
-            self._ended = True
-            self.deliver_directly(None, 0)  # frames from now on meet _ended
-            if self.record is not None:
-                self.record.ending = True
-            if self.pipeline is not None:
-                self.pipeline.close("unread")
+            self._finish("unread", "peer does not read")
             self.dropConnection(abort=True)  # a close frame would only wait behind the rest
         return True
 
@@ -289,6 +282,12 @@ class CallProtocol(FastPathProtocol):
                 uuid=info.uuid if info else None, peer=self._peer, code=code, reason=reason,
                 outcome=outcome,
             )
+        self._finish(outcome, reason)
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123))
+
+    def _finish(self, outcome: str, reason: str) -> None:
+        """We end the call: no frame is taken from now on, and its steps stop."""
         self.outcome = outcome
         self._close_reason = reason
         self._ended = True
@@ -297,8 +296,6 @@ class CallProtocol(FastPathProtocol):
             self.record.ending = True
         if self.pipeline is not None:
             self.pipeline.close(outcome)  # steps stop now; the call ends when they are done
-        if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123))
 
     def dropConnection(self, abort: bool = False) -> None:  # noqa: N802 - autobahn's name
         self._stop_reading()  # Twisted reads nothing more from a connection it is closing
